@@ -23,7 +23,7 @@ FAMILY_CLASSES = (Generation, OpenQA, Brainstorming, Chat, Rewrite, Summarizatio
 class World:
     """One world, made from a seed: the same seed always gives the same world."""
 
-    def __init__(self, seed: int = 0, n_creatures: int = 200):
+    def __init__(self, seed: int = 0, n_creatures: int = 100):
         self.seed = seed
         self.facts = make_facts(seed, n_creatures)
         self.reader = ClaimReader(self.facts)

@@ -123,7 +123,7 @@ def _reserved_words() -> set[str]:
     return words
 
 
-def make_facts(seed: int = 0, n_creatures: int = 200) -> Facts:
+def make_facts(seed: int = 0, n_creatures: int = 100) -> Facts:
     """Invent `n_creatures` creatures with random attributes, deterministically from `seed`.
 
     Sizes and legs are drawn with a mild bias (most creatures are small or big, four-legged)

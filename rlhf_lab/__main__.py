@@ -1,0 +1,122 @@
+"""Run a stage headless: `python -m rlhf_lab <stage> [options]`.
+
+For instructors preparing a class and for CI. Each stage is one function plus its
+arguments in STAGES; a later stage (sft, rm, ppo, evaluate, bench) is one more entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .utils import DATA_DIR, RUNS_DIR, set_num_threads
+
+
+def _corpus(data: Path, split: str) -> list[str]:
+    from .jsonl import read_jsonl
+
+    path = data / "corpus" / f"{split}.jsonl"
+    if not path.exists():
+        raise SystemExit(f"error: {path} not found; run `python -m rlhf_lab data` first")
+    return [record["text"] for record in read_jsonl(path, required=("text",))]
+
+
+def run_data(args: argparse.Namespace) -> None:
+    from .world.export import write_data
+
+    counts = write_data(args.out, args.seed)
+    for name, n in counts.items():
+        print(f"{n:7d} records  {args.out / name}")
+
+
+def _train_tokenizer(data: Path, smoke: bool):
+    from .config import TokenizerConfig
+    from .tokenizer import train_tokenizer
+
+    return train_tokenizer(_corpus(data, "train"), TokenizerConfig.smoke() if smoke else TokenizerConfig())
+
+
+def run_tokenizer(args: argparse.Namespace) -> None:
+    tokenizer = _train_tokenizer(args.data, args.smoke)
+    tokenizer.save_pretrained(args.out)
+    print(f"saved a tokenizer with {len(tokenizer)} tokens to {args.out}")
+
+
+def run_pretrain(args: argparse.Namespace) -> None:
+    from .config import ModelConfig, PretrainConfig
+    from .models import count_parameters, save_model
+    from .pretrain import pretrain
+    from .tokenizer import load_tokenizer
+
+    runs = RUNS_DIR / "smoke" if args.smoke else RUNS_DIR
+    out = args.out or (runs / "base-model" if args.smoke else DATA_DIR / "base-model")
+    history_dir = args.runs or runs / "pretrain"
+    tokenizer_dir = args.data / "tokenizer"
+    if args.smoke:  # a throwaway tokenizer: never overwrite the course's
+        tokenizer = _train_tokenizer(args.data, smoke=True)
+    else:
+        if not tokenizer_dir.exists():
+            _train_tokenizer(args.data, smoke=False).save_pretrained(tokenizer_dir)
+            print(f"saved a new tokenizer to {tokenizer_dir}")
+        tokenizer = load_tokenizer(tokenizer_dir)
+    config = PretrainConfig.smoke() if args.smoke else PretrainConfig()
+    model_config = ModelConfig.smoke() if args.smoke else ModelConfig()
+    texts_train, texts_valid = _corpus(args.data, "train"), _corpus(args.data, "validation")
+    model, history = pretrain(config, model_config, tokenizer, texts_train, texts_valid, out_dir=history_dir)
+    save_model(model, tokenizer, out)
+    # the loss curve ships with the model: notebook 01 plots it
+    (out / "pretrain_history.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
+    last = history[-1]
+    print(
+        f"saved a {count_parameters(model) / 1e6:.2f}M-parameter model to {out} "
+        f"(validation loss {last['valid_loss']:.3f}, perplexity {last['valid_perplexity']:.1f}); "
+        f"history and loss curve in {history_dir}"
+    )
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=DATA_DIR, help="folder to write (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated world (default: %(default)s)")
+
+
+def _tokenizer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=DATA_DIR, help="folder holding corpus/train.jsonl (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=DATA_DIR / "tokenizer", help="folder to save into (default: %(default)s)")
+    p.add_argument("--smoke", action="store_true", help="tiny vocabulary, for tests")
+
+
+def _pretrain_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=DATA_DIR, help="folder holding corpus/ and tokenizer/ (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=None, help="model folder to write (default: data/base-model; runs/smoke/base-model with --smoke)")
+    p.add_argument("--runs", type=Path, default=None, help="folder for history.json and loss.png (default: runs/pretrain)")
+    p.add_argument("--smoke", action="store_true", help="a tiny model for a few steps: checks the pipeline in seconds")
+
+
+# stage -> (help, add its arguments, run it)
+STAGES = {
+    "data": ("generate the world: corpus, prompts, demonstrations", _data_args, run_data),
+    "tokenizer": ("train the BPE tokenizer on the corpus", _tokenizer_args, run_tokenizer),
+    "pretrain": ("pretrain the base model (trains the tokenizer if missing)", _pretrain_args, run_pretrain),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rlhf_lab", description=__doc__.splitlines()[0])
+    stages = parser.add_subparsers(dest="stage", required=True, metavar="stage")
+    for name, (help_text, add_arguments, run) in STAGES.items():
+        sub = stages.add_parser(name, help=help_text, description=help_text)
+        add_arguments(sub)
+        sub.set_defaults(run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    set_num_threads()
+    args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""One dataclass per stage. The defaults are the course configuration a student runs;
+`smoke()` gives a tiny variant that exists only so unit tests finish in seconds.
+
+Later stages (SFT, reward model, PPO) add their own dataclasses here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SPECIAL_TOKENS = ("<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
+
+
+@dataclass
+class TokenizerConfig:
+    # Total vocabulary incl. the 256 byte symbols and the special tokens. The world's
+    # vocabulary is small, so 2048 covers whole words without wasting embedding rows.
+    vocab_size: int = 2048
+    # A merge must occur at least this often in the corpus to be learned.
+    min_frequency: int = 2
+    # In this order they get ids 0, 1, 2, ...: <|endoftext|> is bos, eos and the document
+    # separator; <|pad|> pads batches; role tags and <|end|> (end of a chat turn) are
+    # used by the chat template.
+    special_tokens: tuple[str, ...] = SPECIAL_TOKENS
+
+    @classmethod
+    def smoke(cls) -> TokenizerConfig:
+        return cls(vocab_size=320)
+
+
+@dataclass
+class ModelConfig:
+    # The policy every stage starts from: the shipped pretrained model (reproduce it
+    # with `python -m rlhf_lab pretrain`), or any Hugging Face causal LM name or local
+    # folder, e.g. "gpt2" or "HuggingFaceTB/SmolLM2-135M-Instruct". The one value an
+    # instructor changes to take the course to a real model.
+    base_model: str = "data/base-model"
+    # The GPT-2 architecture used when a model is trained from scratch (ignored when a
+    # checkpoint is loaded). About 2.2M parameters with the default tokenizer.
+    n_embd: int = 192  # width of the residual stream
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # attention heads per block (n_embd must be divisible by it)
+    n_positions: int = 256  # context length in tokens (prompt + response)
+    # Dropout on residual, embedding and attention; 0 for pretraining (one pass over a
+    # large corpus does not overfit). InstructGPT used 0.2 residual dropout for SFT.
+    dropout: float = 0.0
+
+    @classmethod
+    def smoke(cls) -> ModelConfig:
+        return cls(n_embd=32, n_layer=1, n_head=2, n_positions=64)
+
+
+@dataclass
+class PretrainConfig:
+    seed: int = 0  # seeds initialization, data order and dropout
+    block_size: int = 256  # tokens per training sequence (<= ModelConfig.n_positions)
+    batch_size: int = 16  # sequences per optimizer step
+    lr: float = 1e-3  # peak learning rate (small models tolerate a high one)
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    warmup_steps: int = 100  # linear warmup from ~0 to lr
+    weight_decay: float = 0.1  # AdamW decay, applied to matrices only (not biases/norms)
+    betas: tuple[float, float] = (0.9, 0.95)  # AdamW moments, as in GPT-3
+    grad_clip: float = 1.0  # clip the global gradient norm to this
+    epochs: int = 4  # passes over the packed training corpus
+    max_steps: int | None = None  # stop earlier after this many steps (None: all epochs)
+    eval_every: int = 100  # steps between validation evaluations (and history entries)
+    eval_blocks: int = 64  # validation blocks per periodic evaluation (always the same ones)
+
+    @classmethod
+    def smoke(cls) -> PretrainConfig:
+        return cls(block_size=32, batch_size=4, warmup_steps=2, max_steps=6, eval_every=3, eval_blocks=4)
+
+
+
+@dataclass
+class SFTConfig:
+    seed: int = 0  # seeds data order, dropout and the sampled answers that are scored
+    epochs: int = 6  # the paper trains 16; six show the same story in a CPU-minute budget
+    batch_size: int = 32  # demonstrations per optimizer step (bucketed by length: little padding)
+    lr: float = 5e-4  # peak learning rate, then cosine decay to 0 (the paper: cosine decay)
+    warmup_steps: int = 20  # linear warmup steps
+    weight_decay: float = 0.0  # AdamW weight decay
+    grad_clip: float = 1.0  # clip the global gradient norm to this
+    dropout: float = 0.2  # the paper's residual dropout for SFT; turned off again for sampling
+    max_length: int = 192  # longest prompt + answer in tokens; longer demonstrations are an error
+    n_train: int | None = None  # use only the first n demonstrations (None: all)
+    n_score: int = 96  # validation prompts whose sampled answers are scored each epoch
+    max_new_tokens: int = 64  # answer length limit when scoring
+    temperature: float = 0.7  # sampling temperature when scoring
+
+    @classmethod
+    def smoke(cls) -> SFTConfig:
+        return cls(epochs=2, batch_size=4, warmup_steps=1, n_train=8, n_score=4, max_new_tokens=8)

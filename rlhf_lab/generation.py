@@ -1,0 +1,209 @@
+"""Sampling written out by hand (no `model.generate`), so students see every step and
+PPO can reuse the token-level result: ids, per-token log-probabilities and masks.
+
+Batches are left-padded: every prompt then ends at the same column, and one new
+column is appended per step. Position ids skip the padding (a prompt's first real
+token is position 0), which makes batched and one-at-a-time results agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .models import context_length, stop_token_ids
+
+
+@dataclass
+class Generation:
+    """One sampled batch. Columns of the response that follow a stop are padding."""
+
+    prompt_ids: torch.Tensor  # (B, P) prompt tokens, left-padded
+    prompt_mask: torch.Tensor  # (B, P) 1 on real prompt tokens
+    response_ids: torch.Tensor  # (B, T) sampled tokens, pad after the stop
+    response_mask: torch.Tensor  # (B, T) 1 on sampled tokens up to and including the stop
+    # (B, T) log pi(token | context) under the model's own distribution (temperature 1,
+    # no top-p: what PPO's ratio and KL need); 0 where response_mask is 0.
+    logprobs: torch.Tensor
+
+    @property
+    def sequences(self) -> torch.Tensor:
+        """(B, P + T) prompt and response side by side, for a re-forward."""
+        return torch.cat([self.prompt_ids, self.response_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.response_mask], dim=1)
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str], max_prompt_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenize prompts (as is: no special tokens added) and left-pad them.
+
+    Raises ValueError naming the first prompt that is empty or longer than
+    `max_prompt_length` tokens.
+    """
+    encoded = tokenizer(list(prompts), add_special_tokens=False, verbose=False)["input_ids"]  # length checked below
+    for i, ids in enumerate(encoded):
+        if not ids:
+            raise ValueError(f"prompt {i} is empty; to sample unconditionally use tokenizer.bos_token as the prompt")
+        if len(ids) > max_prompt_length:
+            raise ValueError(
+                f"prompt {i} is {len(ids)} tokens long, but at most {max_prompt_length} fit "
+                f"(context length minus max_new_tokens); shorten it or lower max_new_tokens"
+            )
+    width = max(len(ids) for ids in encoded)
+    input_ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        attention_mask[row, width - len(ids) :] = 1
+    return input_ids, attention_mask
+
+
+def _next_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Greedy if temperature == 0, else sample from the top-p nucleus of softmax(logits / T)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # Drop a token if the more likely ones already reach top_p (the top one always stays).
+        outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate_ids(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    stop_ids: Sequence[int],
+    pad_token_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    should_stop: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Generation:
+    """Sample up to `max_new_tokens` for a left-padded batch, with a KV cache.
+
+    A row stops after emitting any of `stop_ids`, or when `should_stop(response_ids)`
+    (a bool per row) says so; the loop ends early once every row has stopped.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got temperature={temperature}, top_p={top_p}")
+    device = input_ids.device
+    stop_ids = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+    positions = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+    next_position = attention_mask.sum(dim=-1)  # position of the first response token
+    mask = attention_mask
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=device)
+    tokens, logprobs, active = [], [], []
+    for step in range(max_new_tokens):
+        logits = out.logits[:, -1, :].float()
+        token = _next_token(logits, temperature, top_p, generator).masked_fill(done, pad_token_id)
+        logprob = F.log_softmax(logits, dim=-1).gather(-1, token[:, None]).squeeze(-1)
+        tokens.append(token)
+        logprobs.append(logprob.masked_fill(done, 0.0))
+        active.append(~done)
+        done = done | torch.isin(token, stop_ids)
+        if should_stop is not None:
+            done = done | should_stop(torch.stack(tokens, dim=1))
+        if done.all() or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        out = model(
+            input_ids=token[:, None],
+            attention_mask=mask,
+            position_ids=(next_position + step)[:, None],
+            past_key_values=out.past_key_values,
+            use_cache=True,
+        )
+    return Generation(
+        prompt_ids=input_ids,
+        prompt_mask=attention_mask,
+        response_ids=torch.stack(tokens, dim=1),
+        response_mask=torch.stack(active, dim=1).long(),
+        logprobs=torch.stack(logprobs, dim=1),
+    )
+
+
+def decode_responses(tokenizer, generation: Generation, stop_ids: Sequence[int], stop_strings: Sequence[str] = ()) -> list[str]:
+    """Response texts: without the final stop token, cut before the first stop string.
+
+    Other special tokens are kept, so a base model that starts a new "<|user|>" turn
+    shows it.
+    """
+    texts = []
+    for ids, keep in zip(generation.response_ids.tolist(), generation.response_mask.tolist()):
+        ids = ids[: sum(keep)]
+        if ids and ids[-1] in stop_ids:
+            ids = ids[:-1]
+        texts.append(_cut_at_stop(tokenizer.decode(ids, skip_special_tokens=False), stop_strings))
+    return texts
+
+
+def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
+    cuts = [i for i in (text.find(s) for s in stop_strings) if i >= 0]
+    return text[: min(cuts)] if cuts else text
+
+
+def sample(
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    stop_strings: Sequence[str] = (),
+    batch_size: int = 32,
+    progress: bool = False,
+) -> list[str]:
+    """Continue each prompt; returns the response texts in prompt order.
+
+    Deterministic given `seed` and `batch_size` (its own torch.Generator; other random
+    number use does not change it). The model is put in eval mode while sampling and
+    restored afterwards.
+    """
+    device = next(model.parameters()).device
+    input_ids, attention_mask = encode_prompts(tokenizer, prompts, context_length(model) - max_new_tokens)
+    stop_ids = stop_token_ids(tokenizer, model)
+    generator = torch.Generator(device=device).manual_seed(seed)
+
+    def should_stop(response_ids: torch.Tensor) -> torch.Tensor:
+        texts = tokenizer.batch_decode(response_ids.tolist(), skip_special_tokens=False)
+        return torch.tensor([any(s in t for s in stop_strings) for t in texts], device=device)
+
+    was_training = model.training
+    model.eval()
+    texts = []
+    try:
+        for start in tqdm(range(0, len(prompts), batch_size), desc="sampling", disable=not progress):
+            ids, mask = input_ids[start : start + batch_size], attention_mask[start : start + batch_size]
+            first = int(mask.any(dim=0).long().argmax())  # drop columns that are padding in every row
+            generation = generate_ids(
+                model,
+                ids[:, first:].to(device),
+                mask[:, first:].to(device),
+                max_new_tokens,
+                stop_ids=stop_ids,
+                pad_token_id=tokenizer.pad_token_id,
+                temperature=temperature,
+                top_p=top_p,
+                generator=generator,
+                should_stop=should_stop if stop_strings else None,
+            )
+            texts += decode_responses(tokenizer, generation, stop_ids, stop_strings)
+    finally:
+        model.train(was_training)
+    return texts

@@ -1,0 +1,120 @@
+"""Build, load and save policies: plain `transformers` causal LMs, safetensors only.
+
+The course trains a GPT-2 from scratch, but everything downstream only assumes "a
+Hugging Face causal LM plus its tokenizer", so `base_model` can name any of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+from transformers import AutoModelForCausalLM, GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedModel
+from transformers.utils import logging as hf_logging
+
+from .config import ModelConfig
+from .hub import from_pretrained
+from .tokenizer import load_tokenizer
+from .utils import atomic_save_dir, get_device
+
+
+def build_policy(model_config: ModelConfig, tokenizer) -> GPT2LMHeadModel:
+    """A freshly initialized GPT-2 sized by `model_config`, wired to our token ids.
+
+    transformers' GPT2Config defaults bos/eos to 50256 (GPT-2's own vocabulary), so the
+    ids are always passed explicitly. Generation stops at <|end|> (end of a chat turn)
+    or <|endoftext|> (end of a document).
+    """
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=model_config.n_positions,
+        n_embd=model_config.n_embd,
+        n_layer=model_config.n_layer,
+        n_head=model_config.n_head,
+        resid_pdrop=model_config.dropout,
+        embd_pdrop=model_config.dropout,
+        attn_pdrop=model_config.dropout,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = _with_causal_lm_loss(GPT2LMHeadModel(config))
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=stop_token_ids(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return model
+
+
+@contextlib.contextmanager
+def _no_hf_progress_bars():
+    """transformers 5 shows "Loading weights" / "Writing model shards" bars even for a
+    few-MB model; in a notebook they are noise. The previous setting is restored."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _with_causal_lm_loss(model: PreTrainedModel) -> PreTrainedModel:
+    """transformers 5 picks the loss from the class name and does not recognise
+    "GPT2LMHeadModel"; it falls back to the causal LM loss with a warning. Say it outright."""
+    if getattr(model, "loss_type", None) is None:
+        model.loss_type = "ForCausalLM"
+    return model
+
+
+def stop_token_ids(tokenizer, model: PreTrainedModel | None = None) -> list[int]:
+    """Token ids that end a response: <|end|> if the vocabulary has it, the tokenizer's
+    eos, and any eos ids in the model's generation_config (e.g. <|im_end|> for chat models)."""
+    ids = []
+    end_id = tokenizer.convert_tokens_to_ids("<|end|>") if "<|end|>" in tokenizer.get_vocab() else None
+    candidates = [end_id, tokenizer.eos_token_id]
+    if model is not None and model.generation_config is not None:
+        eos = model.generation_config.eos_token_id
+        candidates += eos if isinstance(eos, list) else [eos]
+    for i in candidates:
+        if i is not None and i not in ids:
+            ids.append(int(i))
+    return ids
+
+
+def context_length(model: PreTrainedModel) -> int:
+    """Maximum tokens (prompt + response) the model accepts, across architectures."""
+    for attr in ("n_positions", "max_position_embeddings"):
+        value = getattr(model.config, attr, None)
+        if value:
+            return int(value)
+    raise ValueError(f"cannot tell the context length of {type(model).__name__}: its config has no n_positions or max_position_embeddings")
+
+
+def load_policy(name_or_path: str | os.PathLike, device: torch.device | str | None = None):
+    """Load (model, tokenizer) from a local folder or a cached Hugging Face name.
+
+    Only safetensors weights are read (nothing is unpickled) and no remote code runs.
+    The model is returned in eval mode on `device` (default: `get_device()`).
+    """
+    tokenizer = load_tokenizer(name_or_path)
+    with _no_hf_progress_bars():
+        model = from_pretrained(AutoModelForCausalLM, name_or_path, what="model", use_safetensors=True)
+    _with_causal_lm_loss(model)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model.to(device or get_device()).eval(), tokenizer
+
+
+def save_model(model: PreTrainedModel, tokenizer, path: str | os.PathLike) -> None:
+    """Save model and tokenizer into `path` (safetensors); never leaves it half-written."""
+    with _no_hf_progress_bars(), atomic_save_dir(path) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters; tied weights (GPT-2's embedding and unembedding) count once."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,116 @@
+"""Small helpers every stage needs: seeding, device choice, paths, safe writes.
+
+Kept free of heavy imports beyond torch so that `import rlhf_lab` stays quick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO_ROOT / "data"
+# Generated artifacts (checkpoints, logs, caches) live here; an instructor can point
+# it elsewhere (e.g. a shared disk) without editing code.
+RUNS_DIR = Path(os.environ.get("RLHF_LAB_RUNS", REPO_ROOT / "runs")).resolve()
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch so a notebook run twice gives the same numbers."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+_device_announced = False
+
+
+def get_device() -> torch.device:
+    """cuda, then mps, then cpu; prints the choice once per process."""
+    global _device_announced
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+    elif torch.backends.mps.is_available():
+        device = torch.device("mps")
+    else:
+        device = torch.device("cpu")
+    if not _device_announced:
+        print(f"rlhf_lab: using device {device}")
+        _device_announced = True
+    return device
+
+
+def set_num_threads(n: int | None = None) -> int:
+    """Set torch's intra-op threads and return the number used.
+
+    Tiny models gain nothing from many threads and oversubscribing a laptop makes
+    everything slower, so the default is the CPUs this process may use, capped at 4
+    (override with env `RLHF_LAB_THREADS`).
+    """
+    if n is None:
+        env = os.environ.get("RLHF_LAB_THREADS")
+        if env:
+            n = int(env)
+        elif hasattr(os, "sched_getaffinity"):  # Linux: respects container CPU limits
+            n = min(4, len(os.sched_getaffinity(0)))
+        else:  # macOS, Windows
+            n = min(4, os.cpu_count() or 1)
+    if n < 1:
+        raise ValueError(f"set_num_threads: need at least 1 thread, got {n}")
+    torch.set_num_threads(n)
+    return n
+
+
+def _temporary_name(path: Path, kind: str = "tmp") -> Path:
+    """A hidden, unique sibling of `path` that keeps its suffix (savefig reads it)."""
+    return path.parent / f".{path.stem}.{kind}-{secrets.token_hex(6)}{path.suffix}"
+
+
+@contextlib.contextmanager
+def atomic_save_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside `path`; on success it replaces `path`.
+
+    A crash or exception mid-save leaves the previous `path` untouched (the temporary
+    folder is removed), so a checkpoint folder is never half-written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_name(path)
+    tmp.mkdir()  # unlike tempfile.mkdtemp (0700), honours the umask like any folder
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if path.exists():
+        old = _temporary_name(path, "old")
+        path.rename(old)
+    tmp.rename(path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_save_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary file path beside `path` (same suffix); on success it is
+    fsynced and atomically renamed over `path`, so readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_name(path)  # created by the caller, so with the usual permissions
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,73 @@
+import sys
+import types
+
+import pytest
+
+from rlhf_lab.__main__ import STAGES, main
+from rlhf_lab.jsonl import write_jsonl
+from rlhf_lab.models import load_policy
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    monkeypatch.setenv("RLHF_LAB_THREADS", "1")  # main() sets torch's threads from this
+
+
+def test_help_lists_every_stage(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert all(stage in out for stage in STAGES)
+    for stage in STAGES:
+        with pytest.raises(SystemExit) as exit_:
+            main([stage, "--help"])
+        assert exit_.value.code == 0
+
+
+def test_unknown_or_missing_stage_is_an_argparse_error(capsys):
+    for argv in (["bogus"], []):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+def test_data_stage_calls_the_world_export(monkeypatch, tmp_path, capsys):
+    """Wiring only: a stand-in for rlhf_lab.world.export records the call."""
+    calls = []
+    export = types.ModuleType("rlhf_lab.world.export")
+    export.write_data = lambda out_dir, seed: calls.append((out_dir, seed)) or {"corpus/train.jsonl": 3}
+    monkeypatch.setitem(sys.modules, "rlhf_lab.world", types.ModuleType("rlhf_lab.world"))
+    monkeypatch.setitem(sys.modules, "rlhf_lab.world.export", export)
+    main(["data", "--out", str(tmp_path), "--seed", "7"])
+    assert calls == [(tmp_path, 7)]
+    assert capsys.readouterr().out.split() == ["3", "records", str(tmp_path / "corpus/train.jsonl")]
+
+
+@pytest.fixture
+def data_dir(tmp_path, sentences):
+    write_jsonl(tmp_path / "data/corpus/train.jsonl", [{"text": s} for s in sentences[:180]])
+    write_jsonl(tmp_path / "data/corpus/validation.jsonl", [{"text": s} for s in sentences[180:]])
+    return tmp_path / "data"
+
+
+def test_tokenizer_stage(data_dir, capsys):
+    main(["tokenizer", "--smoke", "--data", str(data_dir), "--out", str(data_dir / "tokenizer")])
+    assert (data_dir / "tokenizer" / "tokenizer.json").exists()
+    assert "saved a tokenizer with 320 tokens" in capsys.readouterr().out
+
+
+def test_pretrain_smoke_end_to_end(data_dir, tmp_path, capsys):
+    out, runs = tmp_path / "model", tmp_path / "runs"
+    main(["pretrain", "--smoke", "--data", str(data_dir), "--out", str(out), "--runs", str(runs)])
+    assert "saved a 0.0" in capsys.readouterr().out
+    assert (runs / "history.json").exists() and (runs / "loss.png").exists()
+    assert not (data_dir / "tokenizer").exists()  # a smoke run never replaces the course tokenizer
+    model, tokenizer = load_policy(out, device="cpu")
+    assert model.config.n_embd == 32 and len(tokenizer) == 320
+
+
+def test_missing_corpus_says_what_to_run(tmp_path):
+    with pytest.raises(SystemExit, match="run `python -m rlhf_lab data` first"):
+        main(["pretrain", "--smoke", "--data", str(tmp_path), "--out", str(tmp_path / "m")])

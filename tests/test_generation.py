@@ -1,0 +1,130 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from rlhf_lab.generation import _next_token, decode_responses, encode_prompts, generate_ids, sample
+from rlhf_lab.models import stop_token_ids
+
+PROMPTS = ["The cat", "Q: Where does the owl live?\nA:", "A green frog, 33 cm long, was", "7"]
+
+
+def test_batched_greedy_equals_one_at_a_time(tiny_model, tiny_tokenizer):
+    batched = sample(tiny_model, tiny_tokenizer, PROMPTS, max_new_tokens=12, temperature=0)
+    single = [sample(tiny_model, tiny_tokenizer, [p], max_new_tokens=12, temperature=0)[0] for p in PROMPTS]
+    assert batched == single
+    assert len(set(batched)) > 1  # the prompts matter
+
+
+def test_batched_greedy_equals_one_at_a_time_llama(tiny_tokenizer):
+    """Padding and position handling are not GPT-2 specific (rotary embeddings here)."""
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+        bos_token_id=0, eos_token_id=0, pad_token_id=1,
+    ))
+    batched = sample(model, tiny_tokenizer, PROMPTS, max_new_tokens=10, temperature=0, batch_size=3)
+    assert batched == [sample(model, tiny_tokenizer, [p], max_new_tokens=10, temperature=0)[0] for p in PROMPTS]
+
+
+def test_seeded_sampling(tiny_model, tiny_tokenizer):
+    first = sample(tiny_model, tiny_tokenizer, PROMPTS, max_new_tokens=10, seed=1)
+    torch.manual_seed(123)
+    torch.rand(5)  # other random number use must not matter
+    assert sample(tiny_model, tiny_tokenizer, PROMPTS, max_new_tokens=10, seed=1) == first
+    assert sample(tiny_model, tiny_tokenizer, PROMPTS, max_new_tokens=10, seed=2) != first
+
+
+def _reference_logprobs(model, prompt_ids: list[int], response_ids: list[int]) -> torch.Tensor:
+    """Slow reference: re-run the unpadded prompt + response in one forward pass."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt_ids + response_ids])).logits[0]
+    logprobs = F.log_softmax(logits[len(prompt_ids) - 1 : -1], dim=-1)
+    return logprobs.gather(-1, torch.tensor(response_ids)[:, None]).squeeze(-1)
+
+
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)])
+def test_logprobs_match_a_full_reforward(tiny_model, tiny_tokenizer, temperature, top_p):
+    input_ids, mask = encode_prompts(tiny_tokenizer, PROMPTS, max_prompt_length=40)
+    end = tiny_tokenizer.convert_tokens_to_ids("<|end|>")
+    gen = generate_ids(
+        tiny_model, input_ids, mask, 8, stop_ids=[end], pad_token_id=1,
+        temperature=temperature, top_p=top_p, generator=torch.Generator().manual_seed(0),
+    )
+    assert gen.sequences.shape == gen.attention_mask.shape == (len(PROMPTS), input_ids.shape[1] + 8)
+    for row in range(len(PROMPTS)):
+        prompt = input_ids[row][mask[row].bool()].tolist()
+        n = int(gen.response_mask[row].sum())
+        response = gen.response_ids[row, :n].tolist()
+        torch.testing.assert_close(gen.logprobs[row, :n], _reference_logprobs(tiny_model, prompt, response))
+        assert (gen.logprobs[row, n:] == 0).all()
+
+
+def test_stop_token_ends_a_row_and_pads_the_rest(tiny_model, tiny_tokenizer):
+    input_ids, mask = encode_prompts(tiny_tokenizer, PROMPTS[:2], max_prompt_length=40)
+    greedy = generate_ids(tiny_model, input_ids, mask, 6, stop_ids=[], pad_token_id=1, temperature=0)
+    stop = int(greedy.response_ids[0, 2])  # make row 0's third greedy token a stop token
+    gen = generate_ids(tiny_model, input_ids, mask, 6, stop_ids=[stop], pad_token_id=1, temperature=0)
+    first_stop = next(i for i, t in enumerate(gen.response_ids[0].tolist()) if t == stop)
+    assert gen.response_mask[0].tolist() == [1] * (first_stop + 1) + [0] * (gen.response_ids.shape[1] - first_stop - 1)
+    assert (gen.response_ids[0, first_stop + 1 :] == 1).all()
+    # the stop token itself is not part of the decoded text
+    text = decode_responses(tiny_tokenizer, gen, [stop])[0]
+    assert text == tiny_tokenizer.decode(gen.response_ids[0, :first_stop].tolist())
+
+
+def test_loop_ends_once_every_row_stopped(tiny_model, tiny_tokenizer):
+    input_ids, mask = encode_prompts(tiny_tokenizer, ["The cat"], max_prompt_length=40)
+    calls = []
+
+    def should_stop(response_ids):
+        calls.append(response_ids.shape[1])
+        return torch.tensor([response_ids.shape[1] >= 3])
+
+    gen = generate_ids(tiny_model, input_ids, mask, 20, stop_ids=[], pad_token_id=1, should_stop=should_stop)
+    assert gen.response_ids.shape[1] == 3 and calls == [1, 2, 3]
+
+
+def test_stop_strings_cut_the_text(tiny_model, tiny_tokenizer):
+    full = sample(tiny_model, tiny_tokenizer, PROMPTS, max_new_tokens=16, temperature=0)
+    text = max(full, key=len)
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
+    cut = sample(tiny_model, tiny_tokenizer, PROMPTS, max_new_tokens=16, temperature=0, stop_strings=["@@never@@", stop])
+    for long, short in zip(full, cut):
+        expected = long[: long.index(stop)] if stop in long else long
+        assert short == expected
+    assert any(stop in long for long in full)
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
+    draws = _next_token(logits, 1.0, 0.8, torch.Generator().manual_seed(0))
+    assert set(draws.tolist()) == {0, 1}  # 0.5 + 0.3 reaches 0.8: the tail is dropped
+    assert abs((draws == 0).float().mean().item() - 0.5 / 0.8) < 0.03
+    assert set(_next_token(logits, 1.0, 0.4, torch.Generator()).tolist()) == {0}
+    assert set(_next_token(logits, 1.0, 1.0, torch.Generator().manual_seed(0)).tolist()) == {0, 1, 2, 3}
+
+
+def test_too_long_prompt_names_index_and_length(tiny_model, tiny_tokenizer):
+    long_prompt = "The cat is red. " * 30
+    n = len(tiny_tokenizer.encode(long_prompt))
+    with pytest.raises(ValueError, match=rf"prompt 1 is {n} tokens long, but at most {64 - 16} fit"):
+        sample(tiny_model, tiny_tokenizer, ["ok", long_prompt], max_new_tokens=16)
+    with pytest.raises(ValueError, match="prompt 0 is empty"):
+        sample(tiny_model, tiny_tokenizer, [""], max_new_tokens=4)
+
+
+def test_inference_mode_and_training_mode_restored(tiny_model, tiny_tokenizer):
+    expected = sample(tiny_model, tiny_tokenizer, PROMPTS[:2], max_new_tokens=5, temperature=0)
+    tiny_model.train()
+    try:
+        with torch.inference_mode():
+            assert sample(tiny_model, tiny_tokenizer, PROMPTS[:2], max_new_tokens=5, temperature=0) == expected
+        assert tiny_model.training
+    finally:
+        tiny_model.eval()
+
+
+def test_stop_ids_include_end_of_turn(tiny_model, tiny_tokenizer):
+    assert stop_token_ids(tiny_tokenizer, tiny_model) == [tiny_tokenizer.convert_tokens_to_ids("<|end|>"), tiny_tokenizer.eos_token_id]

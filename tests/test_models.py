@@ -1,0 +1,99 @@
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from rlhf_lab.models import count_parameters, load_policy, save_model, stop_token_ids
+from rlhf_lab.tokenizer import CHAT_TEMPLATE, load_tokenizer
+
+
+def test_build_policy_uses_our_token_ids(tiny_model, tiny_tokenizer):
+    config = tiny_model.config
+    assert config.vocab_size == len(tiny_tokenizer)
+    assert (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (0, 0, 1)  # not GPT-2's 50256
+    assert tiny_model.generation_config.eos_token_id == [tiny_tokenizer.convert_tokens_to_ids("<|end|>"), 0]
+    assert tiny_model.generation_config.pad_token_id == 1
+    assert (config.n_embd, config.n_layer, config.n_head, config.n_positions) == (32, 2, 2, 64)
+
+
+def test_count_parameters_counts_tied_weights_once(tiny_model):
+    c = tiny_model.config
+    d, v, p, n_layer = c.n_embd, c.vocab_size, c.n_positions, c.n_layer
+    per_block = 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + 2 * d + (d * 4 * d + 4 * d) + (4 * d * d + d)
+    assert count_parameters(tiny_model) == v * d + p * d + n_layer * per_block + 2 * d
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).logits
+
+
+def test_save_and_load_round_trip(tiny_model, tiny_tokenizer, tmp_path):
+    path = tmp_path / "policy"
+    save_model(tiny_model, tiny_tokenizer, path)
+    files = {f.name for f in path.iterdir()}
+    assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
+    assert [f.name for f in tmp_path.iterdir()] == ["policy"]  # no temporary folder left behind
+    model, loaded_tok = load_policy(path, device="cpu")
+    assert not model.training
+    assert loaded_tok.chat_template == CHAT_TEMPLATE
+    assert model.generation_config.eos_token_id == tiny_model.generation_config.eos_token_id
+    ids = tiny_tokenizer.encode("The cat is red.")
+    torch.testing.assert_close(_logits(model, ids), _logits(tiny_model, ids))
+
+
+def test_save_model_failure_keeps_previous_checkpoint(tiny_model, tiny_tokenizer, tmp_path):
+    path = tmp_path / "policy"
+    save_model(tiny_model, tiny_tokenizer, path)
+    before = {f.name: f.read_bytes() for f in path.iterdir()}
+
+    class BrokenTokenizer:
+        def save_pretrained(self, _):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_model(tiny_model, BrokenTokenizer(), path)
+    assert {f.name: f.read_bytes() for f in path.iterdir()} == before
+    assert [f.name for f in tmp_path.iterdir()] == ["policy"]
+
+
+def test_load_policy_any_causal_lm(tiny_tokenizer, tmp_path, capsys):
+    """A non-GPT-2 architecture whose tokenizer lacks a pad token and a chat template
+    (like most base models on the hub) loads and is made usable."""
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+        bos_token_id=0, eos_token_id=0,
+    ))
+    llama.save_pretrained(tmp_path)
+    foreign = _save_without_pad(tiny_tokenizer, tmp_path)
+    model, tok = load_policy(tmp_path, device="cpu")
+    assert isinstance(model, LlamaForCausalLM)
+    assert "no pad token" in capsys.readouterr().out
+    assert tok.pad_token_id == tok.eos_token_id == 0 and model.config.pad_token_id == 0
+    assert stop_token_ids(tok, model) == [tiny_tokenizer.convert_tokens_to_ids("<|end|>"), 0]
+    ids = foreign.encode("A grey owl.")
+    torch.testing.assert_close(_logits(model, ids), _logits(llama, ids))
+
+
+def _save_without_pad(tokenizer, path):
+    """Save a copy of `tokenizer` without a pad token into `path`."""
+    tokenizer.save_pretrained(path / "_src")
+    copy = load_tokenizer(path / "_src")
+    copy.pad_token = None
+    copy.save_pretrained(path)
+    return copy
+
+
+def test_missing_local_model_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no tokenizer at '.*nowhere'.*Set base_model to a local folder"):
+        load_policy(str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=r"'data/no-such-model'.*not a local folder"):
+        load_policy("data/no-such-model")  # looks like a path: never sent to the hub
+
+
+def test_uncached_hub_name_fails_fast_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match=r"'nobody/no-such-model'.*not a Hugging Face model in the local cache"):
+        load_policy("nobody/no-such-model")
+

@@ -1,0 +1,91 @@
+import os
+import stat
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from rlhf_lab import REPO_ROOT, get_device, set_seed
+from rlhf_lab.utils import atomic_save_dir, atomic_save_file, set_num_threads
+
+
+def test_set_seed_seeds_python_numpy_and_torch():
+    import random
+
+    set_seed(3)
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_seed(3)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def test_get_device_prints_once(capsys):
+    import rlhf_lab.utils as utils
+
+    utils._device_announced = False
+    device = get_device()
+    get_device()
+    assert capsys.readouterr().out == f"rlhf_lab: using device {device}\n"
+
+
+def test_atomic_save_dir_replaces_or_keeps(tmp_path):
+    target = tmp_path / "ckpt"
+    with atomic_save_dir(target) as tmp:
+        (tmp / "weights").write_text("v1")
+        assert not target.exists()  # nothing visible until the block succeeds
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_save_dir(target) as tmp:
+            (tmp / "weights").write_text("half-writ")
+            raise KeyboardInterrupt
+    assert (target / "weights").read_text() == "v1"
+    with atomic_save_dir(target) as tmp:
+        (tmp / "weights").write_text("v2")
+    assert (target / "weights").read_text() == "v2"
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_atomic_save_file(tmp_path):
+    target = tmp_path / "history.json"
+    with atomic_save_file(target) as tmp:
+        assert tmp.suffix == ".json" and tmp.parent == tmp_path
+        tmp.write_text("v1")
+    with pytest.raises(RuntimeError):
+        with atomic_save_file(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError
+    assert target.read_text() == "v1"
+    assert [p.name for p in tmp_path.iterdir()] == ["history.json"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permissions")
+def test_atomic_saves_get_the_usual_permissions(tmp_path):
+    """Not tempfile's private 0600/0700: a shared data/ folder must stay readable."""
+    umask = os.umask(0)
+    os.umask(umask)
+    with atomic_save_file(tmp_path / "f.jsonl") as tmp:
+        tmp.write_text("{}\n")
+    with atomic_save_dir(tmp_path / "model"):
+        pass
+    assert stat.S_IMODE((tmp_path / "f.jsonl").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o777 & ~umask
+
+
+def test_set_num_threads(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("RLHF_LAB_THREADS", "1")
+        assert set_num_threads() == 1 == torch.get_num_threads()
+        monkeypatch.delenv("RLHF_LAB_THREADS")
+        assert 1 <= set_num_threads() <= 4
+        with pytest.raises(ValueError, match="at least 1"):
+            set_num_threads(0)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_runs_dir_env_override(tmp_path):
+    env = dict(os.environ, RLHF_LAB_RUNS=str(tmp_path))
+    code = "from rlhf_lab.utils import RUNS_DIR; print(RUNS_DIR)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(tmp_path.resolve())
