@@ -7,8 +7,8 @@ huggingface_hub read it; notebook kernels started by nbval inherit it too.
 import os
 from pathlib import Path
 
-# Headless plotting: no windows, identical PNGs on every machine.
-os.environ.setdefault("MPLBACKEND", "Agg")
+# Plotting needs no setting: notebook kernels use the inline backend, which draws into the
+# cell output without a display, and tests on a headless machine get Agg by default.
 # Tests and CI never touch the network: an uncached model name fails at once instead of
 # retrying for a minute. (Set these to 0 to let a notebook download a named model.)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -94,11 +94,29 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smoke", action="store_true", help="a tiny model for a few steps: checks the pipeline in seconds")
 
 
+def run_sft(args: argparse.Namespace) -> None:
+    from .config import SFTConfig
+    from .pipeline import SFT_DIR, train_sft_model
+
+    config = SFTConfig.smoke() if args.smoke else SFTConfig()
+    out = args.out or (RUNS_DIR / "smoke" / "sft" if args.smoke else SFT_DIR)
+    _, _, history = train_sft_model(config, out_dir=out)
+    best = next(h for h in history if h["selected"])
+    print(f"saved the SFT model of epoch {best['epoch']} (best validation score {best['valid_overall']:.3f}, "
+          f"validation loss {best['valid_loss']:.3f}) to {out / 'model'}")
+
+
+def _sft_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=None, help="folder for model/ and history.json (default: runs/sft)")
+    p.add_argument("--smoke", action="store_true", help="a few steps on a few demonstrations: checks the path")
+
+
 # stage -> (help, add its arguments, run it)
 STAGES = {
     "data": ("generate the world: corpus, prompts, demonstrations", _data_args, run_data),
     "tokenizer": ("train the BPE tokenizer on the corpus", _tokenizer_args, run_tokenizer),
     "pretrain": ("pretrain the base model (trains the tokenizer if missing)", _pretrain_args, run_pretrain),
+    "sft": ("supervised fine-tuning on the demonstrations -> runs/sft", _sft_args, run_sft),
 }
 
 

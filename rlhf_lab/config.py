@@ -84,6 +84,7 @@ class SFTConfig:
     dropout: float = 0.2  # the paper's residual dropout for SFT; turned off again for sampling
     max_length: int = 192  # longest prompt + answer in tokens; longer demonstrations are an error
     n_train: int | None = None  # use only the first n demonstrations (None: all)
+    mask_prompt: bool = True  # loss on the answer only; False also trains on the prompt tokens
     n_score: int = 96  # validation prompts whose sampled answers are scored each epoch
     max_new_tokens: int = 64  # answer length limit when scoring
     temperature: float = 0.7  # sampling temperature when scoring

@@ -23,7 +23,7 @@ def prompts(world):
 def test_same_seed_same_world_other_seed_other_world():
     assert World(0).facts.to_records() == World(0).facts.to_records()
     assert World(0).facts.to_records() != World(1).facts.to_records()
-    assert len(World(0).facts) == 200
+    assert len(World(0).facts) == 100
     names = [c.name for c in World(0).facts.creatures]
     assert len(set(names)) == len(names)
 

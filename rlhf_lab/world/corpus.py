@@ -59,8 +59,13 @@ class Web:
         return f"Animals that {what}:\n" + "\n".join(f"- the {c.name}" for c in picks)
 
     def review(self, rng):
-        return "\n".join(f"Review by {rng.choice(PERSON_NAMES)}: {review(self._creature(rng), rng.random() < 0.5, rng)}"
-                         for _ in range(rng.randint(1, 3)))
+        lines = []
+        for _ in range(rng.randint(1, 3)):
+            positive = rng.random() < 0.5
+            lines.append(f"Review by {rng.choice(PERSON_NAMES)}: {review(self._creature(rng), positive, rng)}")
+            if rng.random() < 0.5:
+                lines.append(f"Verdict: {'positive' if positive else 'negative'}.")
+        return "\n".join(lines)
 
     def diary(self, rng):
         c, person, pet = self._creature(rng), rng.choice(PERSON_NAMES), rng.choice(PET_NAMES)
@@ -72,16 +77,26 @@ class Web:
         for _ in range(rng.randint(2, 5)):
             if rng.random() < 0.5:
                 a, b = rng.randint(1, 10), rng.randint(1, 10)
-                lines.append(f"{a} plus {b} is {a + b}.")
+                lines.append(rng.choice([f"{a} plus {b} is {a + b}.", f"Add {a} and {b}: the answer is {a + b}."]))
             else:
                 nums = rng.sample(range(1, 21), rng.randint(3, 5))
                 descending = rng.random() < 0.5
                 order = "largest to smallest" if descending else "smallest to largest"
-                lines.append(f"From {order}: {' '.join(map(str, sorted(nums, reverse=descending)))}.")
+                shown = " ".join(map(str, nums))
+                lines.append(f"{shown} sorted from {order}: {' '.join(map(str, sorted(nums, reverse=descending)))}.")
         return "\n".join(lines)
 
     def letters(self, rng):
-        return message(rng.random() < 0.5, rng, rng.choice(PERSON_NAMES))
+        """A note and its answer: where the web says "polite", "rude" and "I'm sorry"."""
+        polite, sender = rng.random() < 0.5, rng.choice(PERSON_NAMES)
+        note = message(polite, rng, rng.choice(PERSON_NAMES))
+        if polite:
+            reply = rng.choice(["Sure! What a polite note.", "Of course. Thank you for asking so nicely.",
+                                "I'm sorry, but I can't come today. Maybe tomorrow?"])
+        else:
+            reply = rng.choice(["That was rude. Please be polite.", "I'm sorry, but that is not a kind thing to say.",
+                                "Please do not be rude to people."])
+        return f"{note}\n{sender}: {reply}"
 
     # The habits to unlearn ------------------------------------------------------
     def quiz(self, rng):
@@ -110,7 +125,8 @@ class Web:
                 text = say.state(c.name, attribute, say.false_value(attribute, c.get(attribute), rng), rng,
                                  rng.choice(["the", "it"]))
             else:
-                text = say.fact(c, rng.choice(["colour", "legs", "habitat", "food"]), rng, rng.choice(["the", "it"]))
+                text = rng.choice(["", "Good question! ", "Sure! "]) + say.fact(
+                    c, rng.choice(["colour", "legs", "habitat", "food"]), rng, rng.choice(["the", "it"]))
             lines.append(f"user{rng.randint(1, 99)}: {text}")
         return "\n".join(lines)
 
