@@ -1,0 +1,96 @@
+"""Stage 1: supervised fine-tuning on labeler demonstrations.
+
+The paper trains 16 epochs with cosine decay and residual dropout 0.2, sees validation
+loss overfit after about one epoch, and still picks a late checkpoint because the *score*
+of sampled answers keeps improving. So this loop evaluates both every epoch — validation
+loss and the mean score of answers sampled for validation prompts — and keeps the
+checkpoint with the best score.
+"""
+from __future__ import annotations
+
+import copy
+import random
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import collate, encode_demonstrations, length_buckets
+from .evaluation import mean_scores, respond, score_all
+from .losses import sft_loss
+from .pretrain import cosine_schedule
+from .utils import set_seed
+
+
+def set_dropout(model: torch.nn.Module, p: float) -> None:
+    """Set every dropout layer's probability (the paper's "residual dropout" is 0.2 for SFT)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+
+
+@torch.no_grad()
+def mean_loss(model, examples: list[dict], pad_token_id: int, batch_size: int = 64) -> float:
+    """Token-weighted mean SFT loss over `examples`, in eval mode (no dropout)."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(examples), batch_size):
+        batch = collate(examples[i:i + batch_size], pad_token_id)
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        total += float(sft_loss(logits, batch["labels"])) * n
+        count += n
+    return total / count
+
+
+def train_sft(model, tokenizer, train_records: list[dict], valid_records: list[dict], config, world,
+              score_records: list[dict], callback=None, progress: bool = True):
+    """Fine-tune `model` in place; return (model at the best-scoring epoch, history).
+
+    `score_records` are the validation prompts whose sampled answers are scored each epoch.
+    """
+    set_seed(config.seed)
+    rng = random.Random(config.seed)
+    pad = tokenizer.pad_token_id
+    train = encode_demonstrations(tokenizer, train_records, config.max_length, config.mask_prompt)
+    valid = encode_demonstrations(tokenizer, valid_records, config.max_length)  # loss on answers only
+    lengths = [len(e["input_ids"]) for e in train]
+    steps_per_epoch = -(-len(train) // config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    set_dropout(model, config.dropout)
+
+    history, best, step = [], None, 0
+    bar = tqdm(total=total_steps, desc="SFT", disable=not progress)
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        running = []
+        for batch_ids in length_buckets(lengths, config.batch_size, rng):
+            batch = collate([train[i] for i in batch_ids], pad)
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_schedule(step, total_steps, config.warmup_steps, config.lr)
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = sft_loss(logits, batch["labels"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            running.append(loss.item())
+            step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{running[-1]:.3f}")
+        answers = respond(model, tokenizer, score_records, mode="chat", max_new_tokens=config.max_new_tokens,
+                          temperature=config.temperature, seed=config.seed)
+        scores = mean_scores(score_all(world, score_records, answers))
+        history.append({"epoch": epoch, "step": step, "train_loss": sum(running) / len(running),
+                        "valid_loss": mean_loss(model, valid, pad), **{f"valid_{k}": v for k, v in scores.items()}})
+        if best is None or scores["overall"] > best[0]:
+            best = (scores["overall"], epoch, copy.deepcopy(model.state_dict()))
+        if callback:
+            callback(history)
+    bar.close()
+    model.load_state_dict(best[2])
+    set_dropout(model, 0.0)
+    model.eval()
+    for h in history:
+        h["selected"] = h["epoch"] == best[1]
+    return model, history
