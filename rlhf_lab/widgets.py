@@ -1,0 +1,231 @@
+"""RankingWidget: rank a prompt's K outputs in the notebook, as InstructGPT's labelers did.
+
+A thin view over `feedback`: what a ranking is, what counts as done and what undo means all
+live there, so a student's rankings and the simulated panel's are the same kind of event.
+Every handler returns at once (no cell ever waits for a click), and a test or a CI cell can
+drive the widget by setting `.value` on its controls and calling `.click()` on its buttons.
+"""
+from __future__ import annotations
+
+import functools
+import html
+import os
+import random
+import string
+from pathlib import Path
+
+import ipywidgets as w
+
+from . import feedback
+
+# A few of the paper's metadata questions, keyed by the flag names `world.checkers.score`
+# uses, so a student's flags can be compared with the gold ones.
+FLAGS = {
+    "fails_to_follow_instruction": "fails to follow instruction",
+    "hallucination": "hallucination",
+    "inappropriate_for_customer_assistant": "inappropriate for customer assistant",
+    "toxic": "contains toxic content",
+    "harmful_advice": "gives harmful advice",
+}
+LETTERS = string.ascii_uppercase
+
+
+def display_order(seed: int, labeler_id: str, prompt_id: str, k: int) -> list[int]:
+    """The output indices in the order shown, as letters A, B, ...
+
+    Seeded by labeler and prompt, not by position in a session: resuming or undoing shows
+    the same order again, while different labelers see different orders, so a taste for
+    "the first answer" averages out.
+    """
+    order = list(range(k))
+    random.Random(f"{seed}/{labeler_id}/{prompt_id}").shuffle(order)
+    return order
+
+
+def _shows_errors(handler):
+    """Show any exception in the status area: a failed click must not vanish into a log."""
+    @functools.wraps(handler)
+    def wrapped(self, *args):
+        try:
+            handler(self, *args)
+        except Exception as e:  # whatever it is, the labeler must see it
+            self._say(f"{type(e).__name__}: {e}", error=True)
+    return wrapped
+
+
+class RankingWidget:
+    """Rank, rate and flag each prompt's outputs; every answer is appended to `log_path`.
+
+    `items`: [{"prompt_id", "prompt": messages, "outputs": [str, ...]}, ...]. The widget
+    starts at the labeler's first prompt not yet answered in the log.
+    """
+
+    def __init__(self, items: list[dict], log_path: str | os.PathLike, labeler_id: str, seed: int = 0):
+        self.items = {item["prompt_id"]: item for item in items}
+        if len(self.items) != len(items):
+            raise ValueError("RankingWidget: each item needs its own prompt_id; some repeat")
+        for pid, item in self.items.items():
+            if not 2 <= len(item["outputs"]) <= len(LETTERS):
+                raise ValueError(f"RankingWidget: prompt {pid!r} has {len(item['outputs'])} outputs; "
+                                 f"ranking needs 2 to {len(LETTERS)}")
+        self.log_path, self.labeler_id, self.seed = Path(log_path), labeler_id, seed
+        self.prompt_id: str | None = None
+        self.display_order: list[int] = []
+        self.rank_dropdowns: list[w.Dropdown] = []
+        self.likert_dropdowns: list[w.Dropdown] = []
+        self.flag_boxes: list[dict[str, w.Checkbox]] = []
+
+        self.progress_bar = w.IntProgress(min=0, max=len(items))
+        self.progress_label = w.Label()
+        self.header = w.HTML()
+        self.cards = w.VBox()
+        self.preview = w.Label()
+        self.submit_button = w.Button(description="Submit", button_style="success", disabled=True)
+        self.skip_reason = w.Text(placeholder="why skip? (e.g. I cannot judge this)")
+        self.skip_button = w.Button(description="Skip", disabled=True)
+        self.undo_button = w.Button(description="Undo last")
+        self.status = w.HTML()
+        self.form = w.VBox([self.cards, self.preview, self.submit_button,
+                            w.HBox([self.skip_reason, self.skip_button])])
+        self.widget = w.VBox([w.HBox([self.progress_bar, self.progress_label]), self.header,
+                              self.form, self.undo_button, self.status])
+
+        self.submit_button.on_click(self._on_submit)
+        self.skip_button.on_click(self._on_skip)
+        self.undo_button.on_click(self._on_undo)
+        self.skip_reason.observe(self._on_reason, "value")
+
+        torn = feedback.read_events(self.log_path).torn_line
+        self._go()
+        if torn:
+            self._say(f"Line {torn} of {self.log_path} was a write cut short by a crash; it is "
+                      "ignored and will be cut off at the next save. Nothing submitted was lost.")
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def _progress(self) -> feedback.LabelerProgress:
+        """Read afresh on every action: another widget may have appended to the same log."""
+        return feedback.LabelerProgress.from_events(feedback.read_events(self.log_path).events,
+                                                    self.labeler_id)
+
+    # --- showing --------------------------------------------------------------------------
+
+    def _go(self, prompt_id: str | None = None, answer: dict | None = None) -> None:
+        """Show `prompt_id` (default: the first not yet answered), pre-filled from `answer`."""
+        todo = self._progress().todo(list(self.items))
+        done = len(self.items) - len(todo)
+        self.progress_bar.value = done
+        self.progress_label.value = f"{done} / {len(self.items)} done"
+        self.prompt_id = prompt_id or next(iter(todo), None)
+        self.form.layout.display = "none" if self.prompt_id is None else None
+        if self.prompt_id is None:
+            self.header.value = f"<b>All {len(self.items)} prompts are done. Thank you!</b>"
+            return
+        item = self.items[self.prompt_id]
+        self.header.value = f"<b>Prompt {self.prompt_id}</b>" + "".join(
+            _block(f"<b>{html.escape(m['role'])}:</b> {html.escape(m['content'])}") for m in item["prompt"])
+        self._build_cards(item["outputs"])
+        self.skip_reason.value = answer["reason"] if answer and answer["event"] == "skip" else ""
+        if answer and answer["event"] == "submit":
+            rank = {i: n for n, tier in enumerate(answer["ranking"], start=1) for i in tier}
+            for p, out in enumerate(self.display_order):
+                self.rank_dropdowns[p].value = rank[out]
+                self.likert_dropdowns[p].value = answer["likert"][out]
+                for name, box in self.flag_boxes[p].items():
+                    box.value = answer["flags"][out].get(name, False)
+        self._refresh()
+
+    def _build_cards(self, outputs: list[str]) -> None:
+        k = len(outputs)
+        self.display_order = display_order(self.seed, self.labeler_id, self.prompt_id, k)
+        narrow = w.Layout(width="160px")
+        self.rank_dropdowns = [w.Dropdown(options=range(1, k + 1), value=None, description="rank",
+                                          layout=narrow) for _ in range(k)]
+        self.likert_dropdowns = [w.Dropdown(options=range(1, 8), value=None, description="Likert 1–7",
+                                            layout=narrow) for _ in range(k)]
+        self.flag_boxes = [{name: w.Checkbox(description=label, indent=False, layout=w.Layout(width="auto"))
+                            for name, label in FLAGS.items()} for _ in range(k)]
+        for d in self.rank_dropdowns + self.likert_dropdowns:
+            d.observe(self._refresh, "value")
+        self.cards.children = [
+            w.VBox([w.HTML(_block(f"<b>{LETTERS[p]}</b> {html.escape(outputs[out])}")),
+                    w.HBox([self.rank_dropdowns[p], self.likert_dropdowns[p]]),
+                    w.HBox(list(self.flag_boxes[p].values()))],
+                   layout=w.Layout(border="1px solid #ccc", padding="4px", margin="4px 0"))
+            for p, out in enumerate(self.display_order)]
+
+    def _missing(self) -> str | None:
+        """What still keeps Submit disabled, in the letters the labeler sees."""
+        for what, dropdowns in (("rank", self.rank_dropdowns), ("rate 1–7", self.likert_dropdowns)):
+            letters = [LETTERS[p] for p, d in enumerate(dropdowns) if d.value is None]
+            if letters:
+                return f"still to {what}: {', '.join(letters)}"
+        return None
+
+    def _refresh(self, _change=None) -> None:
+        """Live preview ("B > A = D > C → 5 pairs") and Submit enabled only when complete."""
+        ranks = [d.value for d in self.rank_dropdowns]
+        missing = self._missing()
+        parts = [missing] if missing else []
+        if None not in ranks:
+            tiers = feedback.tiers_from_ranks(ranks)
+            pairs = len(feedback.ranking_to_pairs(tiers))
+            parts.insert(0, " > ".join(" = ".join(LETTERS[p] for p in tier) for tier in tiers)
+                         + f" → {pairs} pair{'s' * (pairs != 1)}")
+        self.preview.value = "  ·  ".join(parts)
+        self.submit_button.disabled = missing is not None
+
+    def _say(self, message: str, error: bool = False) -> None:
+        colour = "#b00020" if error else "#555"
+        self.status.value = f'<span style="color: {colour}">{html.escape(message, quote=False)}</span>'
+
+    # --- actions: each appends to the log (fsynced) before the widget moves on ---------------
+
+    @_shows_errors
+    def _on_submit(self, _button) -> None:
+        missing = self._missing()
+        if missing:
+            self._say(f"Not saved: {missing}.", error=True)
+            return
+        order = self.display_order
+        position = {out: p for p, out in enumerate(order)}
+        outputs = range(len(order))
+        ranking = [sorted(order[p] for p in tier)
+                   for tier in feedback.tiers_from_ranks([d.value for d in self.rank_dropdowns])]
+        event = feedback.submit_event(
+            self.prompt_id, self.labeler_id, ranking, order,
+            likert=[self.likert_dropdowns[position[i]].value for i in outputs],
+            flags=[{name: box.value for name, box in self.flag_boxes[position[i]].items()} for i in outputs])
+        feedback.append_event(self.log_path, event)
+        done = self.prompt_id
+        self._go()
+        self._say(f"Saved your ranking of {done}.")
+
+    @_shows_errors
+    def _on_skip(self, _button) -> None:
+        reason = self.skip_reason.value.strip()
+        if not reason:
+            self._say("Not skipped: say why in the box first.", error=True)
+            return
+        feedback.append_event(self.log_path, feedback.skip_event(self.prompt_id, self.labeler_id, reason))
+        skipped = self.prompt_id
+        self._go()
+        self._say(f"Skipped {skipped}.")
+
+    @_shows_errors
+    def _on_undo(self, _button) -> None:
+        last = self._progress().last(list(self.items))
+        if last is None:
+            self._say("Nothing to undo: you have no answers here yet.", error=True)
+            return
+        feedback.append_event(self.log_path, feedback.retract_event(last))
+        self._go(last["prompt_id"], answer=last)
+        self._say(f"Retracted your {last['event']} of {last['prompt_id']}: change it and submit again.")
+
+    def _on_reason(self, change) -> None:
+        self.skip_button.disabled = not change["new"].strip()
+
+
+def _block(inner_html: str) -> str:
+    return f'<div style="white-space: pre-wrap; margin: 2px 0">{inner_html}</div>'
