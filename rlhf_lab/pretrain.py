@@ -131,7 +131,7 @@ def pretrain(
 
     history: list[dict] = []
     running, running_steps, tokens = 0.0, 0, 0
-    bar = tqdm(total=total, desc="pretraining", disable=not progress)
+    bar = tqdm(total=total, desc="pretraining", disable=not progress, mininterval=1.0)
     model.train()
     for step in range(total):
         if step % steps_per_epoch == 0:
@@ -150,7 +150,8 @@ def pretrain(
         running_steps += 1
         tokens += batch.numel()
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
+        # refresh=False: the bar redraws at its own pace (a redraw per step floods a notebook's output channel)
+        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}", refresh=False)
         if (step + 1) % config.eval_every == 0 or step + 1 == total:
             model.eval()
             valid_loss, _ = _mean_loss(model, valid_blocks, config.batch_size)

@@ -60,7 +60,7 @@ def train_sft(model, tokenizer, train_records: list[dict], valid_records: list[d
     set_dropout(model, config.dropout)
 
     history, best, step = [], None, 0
-    bar = tqdm(total=total_steps, desc="SFT", disable=not progress)
+    bar = tqdm(total=total_steps, desc="SFT", disable=not progress, mininterval=1.0)
     for epoch in range(1, config.epochs + 1):
         model.train()
         running = []
@@ -77,7 +77,7 @@ def train_sft(model, tokenizer, train_records: list[dict], valid_records: list[d
             running.append(loss.item())
             step += 1
             bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{running[-1]:.3f}")
+            bar.set_postfix(epoch=epoch, loss=f"{running[-1]:.3f}", refresh=False)  # see pretrain.py
         answers = respond(model, tokenizer, score_records, mode="chat", max_new_tokens=config.max_new_tokens,
                           temperature=config.temperature, seed=config.seed)
         scores = mean_scores(score_all(world, score_records, answers))
