@@ -23,7 +23,7 @@ PANEL_MEANS = {
     "training": {"helpful": 0.85, "honest": 0.45, "harmless": 0.55},
     "held_out": {"helpful": 0.6, "honest": 0.8, "harmless": 0.85},
 }
-LENGTH_TASTE = {"training": (0.04, 0.04), "held_out": (0.0, 0.03)}  # (mean, sd) per 60 words
+LENGTH_TASTE = {"training": (0.03, 0.02), "held_out": (0.0, 0.02)}  # (mean, sd) per 60 words
 PAPER_AGREEMENT = {"training": (0.726, 0.015), "held_out": (0.773, 0.013)}
 
 
@@ -66,7 +66,7 @@ def make_panel(kind: str = "training", n: int = 40, noise: float = 0.1, seed: in
     mean_taste, sd_taste = LENGTH_TASTE[kind]
     panel = []
     for i in range(n):
-        weights = {k: rng.betavariate(20 * m, 20 * (1 - m)) for k, m in PANEL_MEANS[kind].items()}
+        weights = {k: rng.betavariate(50 * m, 50 * (1 - m)) for k, m in PANEL_MEANS[kind].items()}
         panel.append(Labeler(f"{kind[0]}{i:02d}", weights, rng.gauss(mean_taste, sd_taste),
                              noise * math.exp(rng.gauss(0, 0.2))))
     return panel

@@ -1,0 +1,91 @@
+"""Stage 2a: K answers per prompt from the SFT model, ranked by a simulated labeler panel.
+
+The paper showed labelers K = 4 to 9 outputs of the SFT model per prompt and had them rank
+all of them at once: one ranking gives C(K, 2) comparisons for the cost of reading K
+answers. A subset of prompts was ranked by several labelers to measure agreement (72.6%).
+"""
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from itertools import combinations
+
+from .feedback import submit_event
+from .generation import sample
+from .labelers import agreement, make_panel
+from .prompting import chat
+from .widgets import FLAGS
+
+
+def sample_outputs(model, tokenizer, records: list[dict], k_range=(4, 9), temperature: float = 1.0,
+                   top_p: float = 0.9, max_new_tokens: int = 64, seed: int = 0, progress: bool = False) -> list[dict]:
+    """K sampled answers per prompt record (K drawn from k_range), with the sampling settings recorded."""
+    rng = random.Random(f"k-{seed}")
+    ks = [rng.randint(*k_range) for _ in records]
+    prompts = [chat(tokenizer, r["prompt"]) for r, k in zip(records, ks) for _ in range(k)]
+    texts = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                   seed=seed, progress=progress)
+    items, start = [], 0
+    for record, k in zip(records, ks):
+        items.append({"prompt_id": record["prompt_id"], "family": record["family"], "prompt": record["prompt"],
+                      "spec": record["spec"], "outputs": [t.strip() for t in texts[start:start + k]],
+                      "sampling": {"temperature": temperature, "top_p": top_p, "seed": seed}})
+        start += k
+    return items
+
+
+def panel_events(world, items: list[dict], panel: list, labelers_per_item: int = 1, seed: int = 0) -> list[dict]:
+    """Submit events: each item ranked (with Likert and flags per output) by distinct panel members."""
+    rng = random.Random(f"panel-events-{seed}")
+    events = []
+    for item in items:
+        task = world.task_from_record(item)
+        scores = [world.score(task, output) for output in item["outputs"]]
+        for labeler in rng.sample(panel, labelers_per_item):
+            tiers = labeler.rank(scores, item["outputs"], rng)
+            likert = [labeler.likert(s, o, rng) for s, o in zip(scores, item["outputs"])]
+            flags = [{name: bool(s.flags[name]) for name in FLAGS} for s in scores]
+            events.append(submit_event(item["prompt_id"], labeler.labeler_id, tiers,
+                                       list(range(len(item["outputs"]))), likert, flags))
+    return events
+
+
+def agreement_by_labeler(events: list[dict]) -> dict[str, float]:
+    """Each labeler's agreement with the others on the pairs they both ranked (ties excluded)."""
+    by_prompt = defaultdict(list)
+    for e in events:
+        by_prompt[e["prompt_id"]].append(e)
+    agree, total = defaultdict(int), defaultdict(int)
+    for group in by_prompt.values():
+        for a, b in combinations(group, 2):
+            n_agree, n = agreement(a["ranking"], b["ranking"])
+            for labeler in (a["labeler_id"], b["labeler_id"]):
+                agree[labeler] += n_agree
+                total[labeler] += n
+    return {labeler: agree[labeler] / total[labeler] for labeler in sorted(total) if total[labeler]}
+
+
+def mean_and_sem(values: list[float]) -> tuple[float, float]:
+    """Mean and its standard error, the "72.6 ± 1.5%" form the paper reports."""
+    n = len(values)
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    return mean, (var / n) ** 0.5
+
+
+def panel_agreement(world, items: list[dict], kind: str = "training", noise: float = 0.1, seed: int = 0) -> float:
+    """Mean inter-labeler agreement when every item is ranked by two labelers of a panel."""
+    events = panel_events(world, items, make_panel(kind, noise=noise, seed=seed), labelers_per_item=2, seed=seed)
+    return mean_and_sem(list(agreement_by_labeler(events).values()))[0]
+
+
+def calibrate_noise(world, items: list[dict], target: float = 0.726, kind: str = "training",
+                    low: float = 0.0, high: float = 1.0, steps: int = 12, seed: int = 0) -> float:
+    """The panel noise at which labelers agree on `target` of pairs (bisection: more noise, less agreement)."""
+    for _ in range(steps):
+        middle = (low + high) / 2
+        if panel_agreement(world, items, kind, middle, seed) > target:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2

@@ -1,0 +1,67 @@
+"""Stage 2a: K samples per prompt, panel rankings, agreement and its calibration."""
+import math
+
+import pytest
+
+from rlhf_lab.comparisons import (agreement_by_labeler, calibrate_noise, mean_and_sem, panel_agreement,
+                                  panel_events, sample_outputs)
+from rlhf_lab.feedback import comparisons
+from rlhf_lab.labelers import make_panel
+from rlhf_lab.world import load_world
+
+RECORDS = [{"prompt_id": f"p{i}", "family": "open_qa", "prompt": [{"role": "user", "content": f"Where does the cat {i} live?"}],
+            "spec": {"subject": "x", "attribute": "habitat"}} for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def world_items():
+    """Real world tasks with hand-made answers of varied quality (no model needed)."""
+    world = load_world(0)
+    import random
+    rng = random.Random(0)
+    items = []
+    for i in range(60):
+        task = world.sample_task(rng, "open_qa")
+        c = world.facts[task.spec["subject"]]
+        outputs = [world.demonstrate(task, random.Random(j)) for j in range(2)] + [
+            f"The {c.name} is {'red' if c.colour != 'red' else 'blue'}.", f"What does the {c.name} eat?",
+            f"{world.demonstrate(task, rng)} You are stupid."]
+        items.append({"prompt_id": f"q{i}", "family": task.family, "prompt": task.messages, "spec": task.spec,
+                      "outputs": outputs})
+    return world, items
+
+
+def test_k_answers_per_prompt_with_settings_recorded(tiny_model, tiny_tokenizer):
+    items = sample_outputs(tiny_model, tiny_tokenizer, RECORDS, k_range=(4, 9), max_new_tokens=4, seed=3)
+    assert [i["prompt_id"] for i in items] == [r["prompt_id"] for r in RECORDS]
+    assert all(4 <= len(i["outputs"]) <= 9 for i in items)
+    assert items[0]["sampling"] == {"temperature": 1.0, "top_p": 0.9, "seed": 3}
+    assert items == sample_outputs(tiny_model, tiny_tokenizer, RECORDS, k_range=(4, 9), max_new_tokens=4, seed=3)
+
+
+def test_panel_events_rank_every_item_by_distinct_labelers(world_items):
+    world, items = world_items
+    events = panel_events(world, items, make_panel("training"), labelers_per_item=2)
+    assert len(events) == 2 * len(items)
+    for a, b in zip(events[::2], events[1::2]):
+        assert a["prompt_id"] == b["prompt_id"] and a["labeler_id"] != b["labeler_id"]
+        assert sorted(i for tier in a["ranking"] for i in tier) == list(range(5))
+    pairs = comparisons(events[::2], {i["prompt_id"]: i for i in items})
+    tied = sum(math.comb(len(t), 2) for e in events[::2] for t in e["ranking"])
+    assert len(pairs) == len(items) * math.comb(5, 2) - tied
+
+
+def test_agreement_by_labeler_counts_shared_strict_pairs():
+    events = [{"prompt_id": "p", "labeler_id": "a", "ranking": [[0], [1], [2]]},
+              {"prompt_id": "p", "labeler_id": "b", "ranking": [[0], [2], [1]]},
+              {"prompt_id": "q", "labeler_id": "a", "ranking": [[1], [0]]}]
+    assert agreement_by_labeler(events) == {"a": 2 / 3, "b": 2 / 3}
+    assert mean_and_sem([0.5, 0.7]) == (pytest.approx(0.6), pytest.approx(0.1))
+
+
+def test_more_noise_less_agreement_and_calibration_hits_its_target(world_items):
+    world, items = world_items
+    rates = [panel_agreement(world, items, noise=n) for n in (0.0, 0.1, 1.0)]
+    assert rates[0] > rates[1] > rates[2]
+    noise = calibrate_noise(world, items, target=0.8)
+    assert panel_agreement(world, items, noise=noise) == pytest.approx(0.8, abs=0.03)
