@@ -61,6 +61,8 @@ def win_rate(rows_a: list[dict], rows_b: list[dict], key: str = "overall") -> fl
     """How often A's answer beats B's on the same prompt (ties count half), the paper's main metric."""
     wins = 0.0
     for a, b in zip(rows_a, rows_b, strict=True):
-        assert a["prompt_id"] == b["prompt_id"], "compare answers to the same prompts"
+        if a["prompt_id"] != b["prompt_id"]:
+            raise ValueError(f"win_rate compares answers to the same prompts, in the same order; "
+                             f"got {a['prompt_id']!r} beside {b['prompt_id']!r}")
         wins += 1.0 if a[key] > b[key] else 0.5 if a[key] == b[key] else 0.0
     return wins / len(rows_a)

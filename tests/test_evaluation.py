@@ -40,7 +40,7 @@ def test_win_rate_counts_ties_half_and_needs_the_same_prompts():
     b = [{"prompt_id": i, "overall": v} for i, v in enumerate([0.5, 0.5, 0.9, 0.1])]
     assert win_rate(a, b) == pytest.approx((1 + 0.5 + 0 + 1) / 4)
     assert win_rate(a, b) + win_rate(b, a) == pytest.approx(1.0)
-    with pytest.raises(AssertionError):
+    with pytest.raises(ValueError, match="same prompts, in the same order; got 0 beside 3"):
         win_rate(a, b[::-1])
 
 
