@@ -13,7 +13,7 @@ from itertools import combinations
 from .feedback import submit_event
 from .generation import sample
 from .labelers import agreement, make_panel
-from .prompting import chat
+from .tokenizer import format_prompt
 from .widgets import FLAGS
 
 
@@ -22,7 +22,7 @@ def sample_outputs(model, tokenizer, records: list[dict], k_range=(4, 9), temper
     """K sampled answers per prompt record (K drawn from k_range), with the sampling settings recorded."""
     rng = random.Random(f"k-{seed}")
     ks = [rng.randint(*k_range) for _ in records]
-    prompts = [chat(tokenizer, r["prompt"]) for r, k in zip(records, ks) for _ in range(k)]
+    prompts = [format_prompt(tokenizer, r["prompt"]) for r, k in zip(records, ks) for _ in range(k)]
     texts = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                    seed=seed, progress=progress)
     items, start = [], 0

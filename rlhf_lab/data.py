@@ -10,7 +10,7 @@ import random
 
 import torch
 
-from .prompting import chat
+from .tokenizer import format_prompt
 
 IGNORE_INDEX = -100
 
@@ -27,12 +27,12 @@ def encode_example(tokenizer, prompt: list[dict], completion: str, max_length: i
     chat template puts it, and the labels start at the first completion token.
     `mask_prompt=False` trains on the prompt too (notebook 02 shows why that is worse).
     """
-    prompt_ids = tokenizer(chat(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(format_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
     completion_ids = tokenizer(completion + end_of_turn(tokenizer), add_special_tokens=False)["input_ids"]
     input_ids = prompt_ids + completion_ids
     if len(input_ids) > max_length:
         raise ValueError(f"example is {len(input_ids)} tokens, longer than max_length={max_length}: "
-                         f"{chat(tokenizer, prompt)[:80]!r}...")
+                         f"{format_prompt(tokenizer, prompt)[:80]!r}...")
     prompt_labels = [IGNORE_INDEX] * len(prompt_ids) if mask_prompt else prompt_ids
     return {"input_ids": input_ids, "labels": prompt_labels + completion_ids}
 

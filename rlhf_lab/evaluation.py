@@ -5,7 +5,8 @@ from collections import defaultdict
 
 from .generation import sample
 from .models import context_length
-from .prompting import PLAIN_STOP_STRINGS, chat, few_shot_within, zero_shot
+from .prompting import PLAIN_STOP_STRINGS, few_shot_within, zero_shot
+from .tokenizer import format_prompt
 
 MODES = ("chat", "zero_shot", "few_shot")
 
@@ -19,7 +20,7 @@ def respond(model, tokenizer, records: list[dict], mode: str = "chat", demonstra
     the task as plain text, the way the paper prompted GPT-3 (base models).
     """
     if mode == "chat":
-        prompts, stops = [chat(tokenizer, r["prompt"]) for r in records], ()
+        prompts, stops = [format_prompt(tokenizer, r["prompt"]) for r in records], ()
     elif mode == "zero_shot":
         prompts, stops = [zero_shot(r["prompt"]) for r in records], PLAIN_STOP_STRINGS
     elif mode == "few_shot":

@@ -1,4 +1,6 @@
-"""Three ways to put a task to a model: chat template, zero-shot, few-shot.
+"""Plain-text prompts for base models: zero-shot and few-shot.
+
+(SFT and RL models are prompted with the chat template: `tokenizer.format_prompt`.)
 
 A base model has never seen a chat template, so the paper prompts GPT-3 with plain text:
 zero-shot (the instruction as it is) or few-shot (a prefix of solved examples). Our web
@@ -25,11 +27,6 @@ def few_shot(messages: list[dict], examples: list[tuple[list[dict], str]]) -> st
     """Solved examples as Q/A pairs, then the task, then "A:" for the model to continue."""
     shots = "".join(f"Q: {plain_text(m)}\nA: {answer}\n\n" for m, answer in examples)
     return f"{shots}Q: {plain_text(messages)}\nA:"
-
-
-def chat(tokenizer, messages: list[dict]) -> str:
-    """The chat-template rendering an SFT or RL model is trained and prompted with."""
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
 def pick_examples(demonstrations: list[dict], record: dict, k: int, rng: random.Random) -> list[tuple[list[dict], str]]:
