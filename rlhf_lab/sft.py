@@ -82,7 +82,8 @@ def train_sft(model, tokenizer, train_records: list[dict], valid_records: list[d
                           temperature=config.temperature, seed=config.seed)
         scores = mean_scores(score_all(world, score_records, answers))
         history.append({"epoch": epoch, "step": step, "train_loss": sum(running) / len(running),
-                        "valid_loss": mean_loss(model, valid, pad), **{f"valid_{k}": v for k, v in scores.items()}})
+                        "valid_loss": mean_loss(model, valid, pad), **{f"valid_{k}": v for k, v in scores.items()},
+                        "valid_answers": answers})  # kept so a reward model can pick the epoch later (notebook 04)
         if best is None or scores["overall"] > best[0]:
             best = (scores["overall"], epoch, copy.deepcopy(model.state_dict()))
         if callback:
