@@ -12,7 +12,7 @@ from itertools import combinations
 
 from .feedback import submit_event
 from .generation import sample
-from .labelers import agreement, make_panel
+from .labelers import PAPER_AGREEMENT, agreement, make_panel
 from .tokenizer import format_prompt
 from .widgets import FLAGS
 
@@ -89,3 +89,20 @@ def calibrate_noise(world, items: list[dict], target: float = 0.726, kind: str =
         else:
             high = middle
     return (low + high) / 2
+
+
+def collect(world, model, tokenizer, train_records: list[dict], valid_records: list[dict], config,
+            progress: bool = False) -> dict:
+    """The whole stage headless: sample K answers per prompt, calibrate the training panel's
+    noise to the paper's agreement, one ranking per training prompt and two per validation
+    prompt (the reward model's held-out set, with its own agreement ceiling)."""
+    def answers(records, seed):
+        return sample_outputs(model, tokenizer, records, config.k_range, config.temperature, config.top_p,
+                              seed=seed, progress=progress)
+
+    items = answers(train_records, seed=0)
+    noise = calibrate_noise(world, items[:config.calibration_prompts], target=PAPER_AGREEMENT["training"][0])
+    panel = make_panel("training", noise=noise)
+    valid_items = answers(valid_records, seed=1)
+    return {"noise": noise, "items": items, "events": panel_events(world, items, panel, 1, seed=2),
+            "valid_items": valid_items, "valid_events": panel_events(world, valid_items, panel, 2, seed=3)}

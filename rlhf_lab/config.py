@@ -92,3 +92,69 @@ class SFTConfig:
     @classmethod
     def smoke(cls) -> SFTConfig:
         return cls(epochs=2, batch_size=4, warmup_steps=1, n_train=8, n_score=4, max_new_tokens=8)
+
+
+@dataclass
+class ComparisonsConfig:
+    n_train: int = 600  # training prompts (the last ones of the split) ranked by one labeler each
+    n_valid: int = 120  # validation prompts ranked by two labelers each: the RM's held-out set
+    k_range: tuple[int, int] = (4, 9)  # answers per prompt, drawn uniformly (the paper's K)
+    temperature: float = 1.0  # sampling settings of the answers (recorded with them)
+    top_p: float = 0.9
+    calibration_prompts: int = 200  # prompts the panel noise is calibrated on
+
+    @classmethod
+    def smoke(cls) -> ComparisonsConfig:
+        return cls(n_train=12, n_valid=6, k_range=(2, 4), calibration_prompts=6)
+
+
+@dataclass
+class RewardConfig:
+    seed: int = 0  # seeds the head-free start, batch order
+    epochs: int = 1  # passes over the rankings (the paper: 1; a second gained us nothing)
+    groups_per_batch: int = 4  # rankings per step; each is K answers forwarded once, C(K,2) pairs
+    pairs_per_batch: int = 16  # pairs per step on shuffled pairs (about as many answers as 4 rankings)
+    lr: float = 3e-4  # peak learning rate, cosine decay to 0
+    head_lr_scale: float = 30.0  # the fresh scalar head learns this much faster than the SFT body
+    warmup_steps: int = 10  # linear warmup steps
+    weight_decay: float = 0.0  # AdamW weight decay
+    grad_clip: float = 1.0  # clip the global gradient norm to this
+    max_length: int = 256  # longest prompt + answer in tokens
+    evals_per_epoch: int = 4  # validation log loss / accuracy points per epoch
+    n_normalize: int = 300  # training demonstrations whose mean score is shifted to 0
+
+    @classmethod
+    def smoke(cls) -> RewardConfig:
+        return cls(epochs=1, groups_per_batch=2, pairs_per_batch=4, warmup_steps=1, evals_per_epoch=1, n_normalize=4)
+
+
+@dataclass
+class PPOConfig:
+    seed: int = 0  # seeds prompt order, sampling, minibatches
+    steps: int = 40  # rounds of (rollout, PPO update)
+    batch_size: int = 32  # prompts per rollout
+    minibatch_size: int = 16  # rollouts per gradient step
+    ppo_epochs: int = 4  # passes over each rollout batch
+    lr: float = 2e-5  # policy learning rate (constant)
+    value_lr: float = 1e-4  # value model learning rate
+    kl_coef: float = 0.05  # β: per-token penalty β·log(π/π_SFT) in the reward
+    target_kl: float | None = None  # if set, adapt β so the rollout KL (per answer) tracks this
+    kl_horizon: int = 400  # adaptive β: how fast it moves (Ziegler et al., 2019)
+    gamma: float = 1.0  # discount (one answer is one short episode)
+    lam: float = 0.95  # GAE λ
+    clip: float = 0.2  # ε of the clipped surrogate
+    value_clip: float = 0.2  # how far a value may move per update
+    whiten_advantages: bool = True  # advantages to mean 0, std 1 per batch
+    normalize_rewards: bool = False  # divide RM scores by their running std
+    max_new_tokens: int = 48  # answer length limit
+    temperature: float = 1.0  # sampling temperature, also used for every log-prob (KL, ratio)
+    missing_eos_penalty: float | None = 1.0  # subtracted from the RM score of answers cut off unfinished
+    grad_clip: float = 1.0  # clip each model's gradient norm to this
+    ptx_coef: float = 0.0  # γ of PPO-ptx: weight of the pretraining log-likelihood (0: plain PPO)
+    ptx_batch_size: int = 8  # corpus blocks per gradient step when ptx_coef > 0
+    ptx_block_size: int = 128  # tokens per corpus block
+
+    @classmethod
+    def smoke(cls) -> PPOConfig:
+        return cls(steps=2, batch_size=4, minibatch_size=2, ppo_epochs=1, max_new_tokens=8, ptx_batch_size=2,
+                   ptx_block_size=16)

@@ -51,12 +51,14 @@ def build_policy(model_config: ModelConfig, tokenizer) -> GPT2LMHeadModel:
 @contextlib.contextmanager
 def _no_hf_progress_bars():
     """transformers 5 shows "Loading weights" / "Writing model shards" bars even for a
-    few-MB model; in a notebook they are noise. The previous setting is restored."""
-    enabled = hf_logging.is_progress_bar_enabled()
+    few-MB model; in a notebook they are noise. The previous settings are restored."""
+    enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # and the "LOAD REPORT" table when a head is new by design
     try:
         yield
     finally:
+        hf_logging.set_verbosity(verbosity)
         if enabled:
             hf_logging.enable_progress_bar()
 

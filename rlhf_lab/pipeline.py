@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import ModelConfig, SFTConfig
-from .jsonl import read_jsonl
+from .config import ComparisonsConfig, ModelConfig, RewardConfig, SFTConfig
+from .jsonl import read_jsonl, write_jsonl
 from .models import load_policy, save_model
 from .utils import DATA_DIR, RUNS_DIR
 from .world import load_world
 
 SFT_DIR = RUNS_DIR / "sft"
+COMPARISONS_DIR = RUNS_DIR / "comparisons"
+RM_DIR = RUNS_DIR / "rm"
 
 
 def records(kind: str, split: str) -> list[dict]:
@@ -53,3 +55,132 @@ def sft_model(config: SFTConfig | None = None, progress: bool = True):
         return load_policy(SFT_DIR / "model")
     model, tokenizer, _ = train_sft_model(config, progress=progress)
     return model, tokenizer
+
+
+def save_comparisons(data: dict, out_dir: Path = COMPARISONS_DIR) -> None:
+    """Write a `comparisons.collect` result: answers, rankings logs, TRL pairs, panel noise."""
+    from .feedback import comparisons
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = {i["prompt_id"]: i for i in data["items"]}
+    write_jsonl(out_dir / "items.jsonl", data["items"])
+    write_jsonl(out_dir / "rankings.jsonl", data["events"])
+    write_jsonl(out_dir / "comparisons.jsonl", comparisons(data["events"], outputs))
+    write_jsonl(out_dir / "valid-items.jsonl", data["valid_items"])
+    write_jsonl(out_dir / "valid-rankings.jsonl", data["valid_events"])
+    (out_dir / "panel.json").write_text(json.dumps({"noise": data["noise"]}) + "\n", encoding="utf-8")
+
+
+def comparison_data(config: ComparisonsConfig | None = None, out_dir: Path = COMPARISONS_DIR,
+                    progress: bool = True) -> dict:
+    """The comparisons stage's files (collected with the SFT model if missing), read back:
+    items, events, valid_items, valid_events, noise, and the student's own rankings."""
+    from .comparisons import collect
+    from .feedback import read_events
+
+    if not (out_dir / "valid-rankings.jsonl").exists():
+        config = config or ComparisonsConfig()
+        model, tokenizer = sft_model(progress=progress)
+        save_comparisons(collect(load_world(0), model, tokenizer, records("prompts", "train")[-config.n_train:],
+                                 records("prompts", "validation")[:config.n_valid], config, progress), out_dir)
+    student = out_dir / "student.jsonl"
+    return {"items": read_jsonl(out_dir / "items.jsonl"), "events": read_events(out_dir / "rankings.jsonl").events,
+            "valid_items": read_jsonl(out_dir / "valid-items.jsonl"),
+            "valid_events": read_events(out_dir / "valid-rankings.jsonl").events,
+            "noise": json.loads((out_dir / "panel.json").read_text(encoding="utf-8"))["noise"],
+            "student_events": read_events(student).events if student.exists() else []}
+
+
+def reward_groups(data: dict, include_student: bool = True) -> tuple[list[dict], list[dict]]:
+    """(training, validation) ranking groups; the student's rankings from notebook 03 join training."""
+    from .feedback import comparisons
+    from .reward import ranking_groups
+
+    outputs = {i["prompt_id"]: i for i in data["items"]}
+    train = comparisons(data["events"], outputs)
+    if include_student:
+        train += comparisons([e for e in data["student_events"] if e["prompt_id"] in outputs], outputs)
+    valid = comparisons(data["valid_events"], {i["prompt_id"]: i for i in data["valid_items"]})
+    return ranking_groups(train), ranking_groups(valid)
+
+
+def train_reward(config: RewardConfig | None = None, out_dir: Path = RM_DIR, callback=None, progress: bool = True):
+    """Train the reward model from the SFT weights, shift it so demonstrations average 0, and
+    save model + history to `out_dir`. Returns (model, tokenizer, history, offset)."""
+    from .reward import normalize, reward_model_from_policy, train_reward_model
+
+    config = config or RewardConfig()
+    train, valid = reward_groups(comparison_data(progress=progress))
+    _, tokenizer = sft_model(progress=progress)
+    model = reward_model_from_policy(SFT_DIR / "model")
+    model, history = train_reward_model(model, tokenizer, train, valid, config, callback=callback, progress=progress)
+    removed = normalize(model, tokenizer, records("demonstrations", "train")[:config.n_normalize], config.max_length)
+    save_model(model, tokenizer, out_dir / "model")
+    summary = {"history": history, "removed_mean": removed}
+    (out_dir / "history.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    return model, tokenizer, history, removed
+
+
+def reward_model(config: RewardConfig | None = None, progress: bool = True):
+    """(reward model, tokenizer): from runs/rm when it is there, trained if not."""
+    from .reward import load_reward_model
+    from .tokenizer import load_tokenizer
+
+    if not (RM_DIR / "model" / "model.safetensors").exists():
+        train_reward(config, progress=progress)
+    return load_reward_model(RM_DIR / "model"), load_tokenizer(RM_DIR / "model")
+
+
+PPO_DIR = RUNS_DIR / "ppo"
+
+
+def gold_scores(records: list[dict], texts: list[str]) -> list[float]:
+    """The gold 3H score of each answer: what the labelers' preferences stand for, never trained on."""
+    world = load_world(0)
+    return [world.score(world.task_from_record(r), t).overall() for r, t in zip(records, texts, strict=True)]
+
+
+def ppo_prompts() -> list[dict]:
+    """The RL prompts: the training prompts the reward model's rankings did not use."""
+    from .config import ComparisonsConfig
+
+    return records("prompts", "train")[:-ComparisonsConfig().n_train]
+
+
+def ppo_trainer(config=None, progress: bool = True):
+    """A PPOTrainer wired up: policy and KL reference from SFT, value model from the RM."""
+    import copy
+
+    from .config import PPOConfig
+    from .ppo import PPOTrainer
+    from .pretrain import pack_documents
+    from .reward import rewards
+
+    config = config or PPOConfig()
+    rm, _ = reward_model(progress=progress)
+    rm.requires_grad_(False)
+    policy, tokenizer = sft_model(progress=progress)
+    reference, _ = load_policy(SFT_DIR / "model")
+    ptx = None
+    if config.ptx_coef > 0:
+        ptx = pack_documents(tokenizer, [r["text"] for r in records("corpus", "train")[:3000]], config.ptx_block_size)
+    return PPOTrainer(policy, reference, copy.deepcopy(rm), tokenizer,
+                      lambda seq, mask, texts: rewards(rm, seq, mask), ppo_prompts(), config,
+                      gold_fn=gold_scores, ptx_blocks=ptx)
+
+
+def train_ppo(config=None, out_dir: Path = PPO_DIR, callback=None, progress: bool = True):
+    """Run PPO (or PPO-ptx when config.ptx_coef > 0); save the policy and history to `out_dir`."""
+    trainer = ppo_trainer(config, progress)
+    history = trainer.train(callback=callback, progress=progress)
+    save_model(trainer.policy, trainer.tokenizer, out_dir / "model")
+    (out_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
+    return trainer.policy, trainer.tokenizer, history
+
+
+def ppo_model(config=None, out_dir: Path = PPO_DIR, progress: bool = True):
+    """(policy, tokenizer) after PPO: from `out_dir` when it is there, trained if not."""
+    if (out_dir / "model" / "model.safetensors").exists():
+        return load_policy(out_dir / "model")
+    policy, tokenizer, _ = train_ppo(config, out_dir, progress=progress)
+    return policy, tokenizer
