@@ -28,3 +28,99 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if not mask.any():
         raise ValueError("no labelled tokens in this batch: every label is -100")
     return -(token_logprobs(logits, targets) * mask).sum() / mask.sum()
+
+
+def ranking_loss(rewards: torch.Tensor, winners: torch.Tensor, losers: torch.Tensor,
+                 groups: torch.Tensor | None = None) -> torch.Tensor:
+    """The reward model's loss: −1/C(K,2) · Σ log σ(r(x, y_w) − r(x, y_l)) within each
+    ranking, averaged over rankings.
+
+    rewards: (N,) one score per answer; winners, losers: (P,) indices into it per pair;
+    groups: (P,) which ranking each pair comes from (None: every pair weighs the same).
+    """
+    nll = -F.logsigmoid(rewards[winners] - rewards[losers])
+    if groups is None:
+        return nll.mean()
+    n_groups = int(groups.max()) + 1
+    per_group = torch.zeros(n_groups, dtype=nll.dtype, device=nll.device).index_add(0, groups, nll)
+    return (per_group / torch.bincount(groups, minlength=n_groups)).mean()
+
+
+# --- PPO ---------------------------------------------------------------------------------
+# Tensors are (batch, response tokens); `mask` is 1 on the tokens the policy sampled (up to
+# and including the stop token) and 0 on the padding after it.
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """(x − mean) / std over the real tokens of the whole batch; padding stays 0."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    whitened = (x - mean) * torch.rsqrt(var + 1e-8)
+    return (whitened if shift_mean else whitened + mean) * mask
+
+
+def kl_estimators(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-token estimates of KL(π ‖ π_ref) from the sampled token only (Schulman's k1, k2, k3).
+
+    With log r = log π_ref(y) − log π(y): k1 = −log r (unbiased, can be negative), k2 = (log r)²/2,
+    k3 = (r − 1) − log r (unbiased and never negative). They are unbiased only when y was drawn
+    from π itself, i.e. sampled at the temperature the log-probs are computed with.
+    """
+    log_ratio = ref_logprobs - logprobs
+    return {"k1": -log_ratio, "k2": 0.5 * log_ratio ** 2, "k3": torch.expm1(log_ratio) - log_ratio}
+
+
+def exact_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+    """Per-position KL(π ‖ π_ref) summed over the whole vocabulary: what the estimators estimate."""
+    logp, ref_logp = torch.log_softmax(logits.float(), dim=-1), torch.log_softmax(ref_logits.float(), dim=-1)
+    return (logp.exp() * (logp - ref_logp)).sum(dim=-1)
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Per-position entropy of softmax(logits), in nats."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimation over each response (an episode ends at its stop token).
+
+    δ_t = r_t + γ V_{t+1} − V_t (V after the last token is 0), A_t = δ_t + γλ A_{t+1};
+    returns are A + V, the value function's targets. Padding gets 0.
+    """
+    advantages = torch.zeros_like(rewards)
+    next_value = next_advantage = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        advantages[:, t] = (delta + gamma * lam * next_advantage) * mask[:, t]
+        next_value = values[:, t] * mask[:, t]
+        next_advantage = advantages[:, t]
+    return advantages, (advantages + values) * mask
+
+
+def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                    mask: torch.Tensor, clip: float = 0.2) -> tuple[torch.Tensor, dict[str, float]]:
+    """The clipped surrogate: −min(ρA, clip(ρ, 1 ± ε)A), ρ = π/π_old, averaged over tokens.
+
+    Also returns the share of tokens where clipping was active and the approximate KL to the
+    rollout policy (k3 estimate), the two numbers that say whether an update went too far.
+    """
+    ratio = torch.exp(logprobs - old_logprobs)
+    unclipped, clipped = -advantages * ratio, -advantages * ratio.clamp(1 - clip, 1 + clip)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        log_ratio = old_logprobs - logprobs
+        stats = {"clip_fraction": masked_mean((clipped > unclipped).float(), mask).item(),
+                 "approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, mask).item()}
+    return loss, stats
+
+
+def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+                   clip: float = 0.2) -> torch.Tensor:
+    """½·max((V − R)², (clip(V, V_old ± ε) − R)²) over tokens: the value may not move more than ε."""
+    clipped = old_values + (values - old_values).clamp(-clip, clip)
+    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)

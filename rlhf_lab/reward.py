@@ -1,0 +1,297 @@
+"""Stage 2b: the reward model r(x, y), trained on rankings.
+
+It is the SFT model with the unembedding replaced by a scalar head, read at the last real
+token of prompt + answer (an `AutoModelForSequenceClassification` with num_labels=1, as TRL
+and others do it). All C(K, 2) pairs of one ranking form one batch element, so each answer
+is forwarded once per step; `as_pairs` gives the shuffled-pairs alternative that the paper
+found to overfit.
+"""
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification
+
+from .data import collate, encode_example
+from .hub import from_pretrained
+from .labelers import preferences
+from .losses import ranking_loss
+from .models import _no_hf_progress_bars
+from .pretrain import cosine_schedule
+from .utils import get_device, set_seed
+
+
+def load_reward_model(name_or_path, device=None):
+    """A reward model (num_labels=1) from a folder: a saved RM, or a causal LM whose
+    unembedding is dropped and whose scalar head starts at zero (every answer scores 0)."""
+    with _no_hf_progress_bars():
+        model = from_pretrained(AutoModelForSequenceClassification, name_or_path, what="reward model",
+                                num_labels=1, use_safetensors=True)
+    if model.config.pad_token_id is None:
+        raise ValueError(f"{name_or_path}: the config has no pad_token_id, so the score token cannot be found")
+    return model.to(device or get_device()).eval()
+
+
+def reward_model_from_policy(policy_path, device=None):
+    """The paper's initialization: SFT weights, unembedding removed, a fresh zero scalar head."""
+    model = load_reward_model(policy_path, device)
+    with torch.no_grad():
+        model.score.weight.zero_()
+    model.config.architectures = [type(model).__name__]
+    return model
+
+
+def _final_norm(model) -> torch.nn.Module | None:
+    """The norm right before the score head (GPT-2's ln_f, Llama's norm), if the model has one."""
+    backbone = model.base_model
+    return getattr(backbone, "ln_f", None) or getattr(backbone, "norm", None)
+
+
+def token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) the scalar head applied at every position; the reward is the one at the last
+    real token, the value function (PPO) uses them all. Position ids skip left padding."""
+    positions = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
+    scores = model.score(hidden.last_hidden_state).squeeze(-1).float()
+    return scores + getattr(model.config, "reward_offset", 0.0)
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the rightmost real token per row, for left or right padding."""
+    columns = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (columns * attention_mask).argmax(dim=-1)
+
+
+def rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) r(x, y): the score at the last real token of each row."""
+    scores = token_scores(model, input_ids, attention_mask)
+    return scores[torch.arange(len(scores)), last_token_index(attention_mask)]
+
+
+def shift_rewards(model, offset: float) -> None:
+    """Add `offset` to every score. Folded exactly into the final norm's bias when it has one
+    (w·(x + δ) = w·x + offset for δ = offset·w/|w|²), so a plain from_pretrained load keeps it;
+    otherwise kept in config.reward_offset, which `token_scores` adds."""
+    norm, weight = _final_norm(model), model.score.weight.detach()[0]
+    if norm is not None and getattr(norm, "bias", None) is not None and float(weight.norm()) > 0:
+        with torch.no_grad():
+            norm.bias += offset * weight / weight.dot(weight)
+    else:
+        model.config.reward_offset = getattr(model.config, "reward_offset", 0.0) + offset
+
+
+# --- data: rankings as groups ------------------------------------------------------------
+
+def ranking_groups(comparisons: list[dict]) -> list[dict]:
+    """TRL pairs -> one group per annotation: its prompt, distinct answers, and (winner, loser)
+    index pairs. Order follows the first appearance of each annotation and answer."""
+    groups: dict[str, dict] = {}
+    for c in comparisons:
+        g = groups.setdefault(c["annotation_id"], {
+            "annotation_id": c["annotation_id"], "prompt_id": c["prompt_id"], "labeler_id": c["labeler_id"],
+            "prompt": c["prompt"], "completions": [], "pairs": []})
+        index = []
+        for side in ("chosen", "rejected"):
+            text = c[side][-1]["content"]
+            if text not in g["completions"]:
+                g["completions"].append(text)
+            index.append(g["completions"].index(text))
+        g["pairs"].append(tuple(index))
+    return list(groups.values())
+
+
+def groups_from_rankings(events: list[dict], items_by_prompt: dict[str, dict]) -> list[dict]:
+    """Submit events (with their items' outputs) -> groups, keeping repeated answers apart."""
+    groups = []
+    for e in events:
+        item = items_by_prompt[e["prompt_id"]]
+        groups.append({"annotation_id": f"{e['labeler_id']}/{e['prompt_id']}", "prompt_id": e["prompt_id"],
+                       "labeler_id": e["labeler_id"], "prompt": item["prompt"], "completions": item["outputs"],
+                       "pairs": [(i, j) if p > 0 else (j, i) for (i, j), p in preferences(e["ranking"]).items()]})
+    return groups
+
+
+def as_pairs(groups: list[dict]) -> list[dict]:
+    """Every comparison as its own two-answer group: the shuffled-pairs alternative."""
+    return [{**g, "completions": [g["completions"][w], g["completions"][l]], "pairs": [(0, 1)]}
+            for g in groups for w, l in g["pairs"]]
+
+
+def encode_groups(tokenizer, groups: list[dict], max_length: int) -> list[dict]:
+    """Token ids of prompt + answer + end-of-turn for every answer of every group."""
+    return [{**g, "encoded": [encode_example(tokenizer, g["prompt"], c, max_length) for c in g["completions"]]}
+            for g in groups]
+
+
+def group_batch(encoded_groups: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded answers of several groups, with winner/loser indices into the flat answer
+    list and the group each pair belongs to (for the per-ranking average)."""
+    examples, winners, losers, group_of_pair, offset = [], [], [], [], 0
+    for n, g in enumerate(encoded_groups):
+        examples += g["encoded"]
+        for w, l in g["pairs"]:
+            winners.append(offset + w)
+            losers.append(offset + l)
+            group_of_pair.append(n)
+        offset += len(g["encoded"])
+    batch = collate(examples, pad_token_id)
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+            "winners": torch.tensor(winners), "losers": torch.tensor(losers), "groups": torch.tensor(group_of_pair)}
+
+
+@torch.no_grad()
+def score_texts(model, tokenizer, prompt_completions: list[tuple[list[dict], str]], max_length: int = 256,
+                batch_size: int = 64) -> list[float]:
+    """r(x, y) for (prompt messages, answer) pairs, in eval mode."""
+    was_training = model.training
+    model.eval()
+    encoded = [encode_example(tokenizer, p, c, max_length) for p, c in prompt_completions]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
+    out = [0.0] * len(encoded)
+    device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch = collate([encoded[i] for i in chunk], tokenizer.pad_token_id)
+        values = rewards(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        for i, v in zip(chunk, values.tolist()):
+            out[i] = v
+    model.train(was_training)
+    return out
+
+
+def score_groups(model, tokenizer, groups: list[dict], max_length: int = 256) -> list[list[float]]:
+    """RM scores of every answer of every group (each distinct answer forwarded once)."""
+    flat = [(g["prompt"], c) for g in groups for c in g["completions"]]
+    scores, out = score_texts(model, tokenizer, flat, max_length), []
+    for g in groups:
+        out.append(scores[:len(g["completions"])])
+        scores = scores[len(g["completions"]):]
+    return out
+
+
+def pair_metrics(groups: list[dict], scores: list[list[float]]) -> dict[str, float]:
+    """Pairwise accuracy (exact score ties count half) and log loss -log σ(r_w − r_l), per pair."""
+    correct, loss, n = 0.0, 0.0, 0
+    for g, s in zip(groups, scores, strict=True):
+        for w, l in g["pairs"]:
+            margin = s[w] - s[l]
+            correct += 1.0 if margin > 0 else 0.5 if margin == 0 else 0.0
+            loss += -torch.nn.functional.logsigmoid(torch.tensor(margin)).item()
+            n += 1
+    return {"accuracy": correct / n, "log_loss": loss / n, "pairs": n}
+
+
+def agreement_with_ceiling(events: list[dict], scores_by_prompt: dict[str, list[float]]) -> dict[str, float]:
+    """On prompts ranked by two labelers, over the pairs both ranked strictly: how often the RM
+    agrees with a labeler (mean over both) and how often the two labelers agree (the ceiling)."""
+    by_prompt = defaultdict(list)
+    for e in events:
+        by_prompt[e["prompt_id"]].append(e)
+    rm_agree = labeler_agree = n = 0.0
+    for prompt_id, (a, b) in ((p, es[:2]) for p, es in by_prompt.items() if len(es) >= 2):
+        pa, pb, s = preferences(a["ranking"]), preferences(b["ranking"]), scores_by_prompt[prompt_id]
+        for (i, j) in pa.keys() & pb.keys():
+            rm = 1 if s[i] > s[j] else -1 if s[i] < s[j] else 0
+            rm_agree += sum(1.0 if rm == p else 0.5 if rm == 0 else 0.0 for p in (pa[(i, j)], pb[(i, j)])) / 2
+            labeler_agree += pa[(i, j)] == pb[(i, j)]
+            n += 1
+    return {"rm": rm_agree / n, "labelers": labeler_agree / n, "pairs": int(n)}
+
+
+def calibration(groups: list[dict], scores: list[list[float]], bins: int = 10) -> list[dict]:
+    """Predicted P(i ≻ j) = σ(r_i − r_j) against how often i was chosen, in equal-width bins.
+    Each pair is read in its index order (i < j), so both outcomes occur."""
+    counts = [[0, 0.0, 0.0] for _ in range(bins)]
+    for g, s in zip(groups, scores):
+        for w, l in g["pairs"]:
+            i, j = min(w, l), max(w, l)
+            p = 1 / (1 + math.exp(-(s[i] - s[j])))
+            b = counts[min(int(p * bins), bins - 1)]
+            b[0] += 1
+            b[1] += p
+            b[2] += w == i
+    return [{"predicted": c[1] / c[0], "observed": c[2] / c[0], "pairs": c[0]} for c in counts if c[0]]
+
+
+# --- training ----------------------------------------------------------------------------
+
+def _batches(groups: list[dict], size: int, rng: random.Random) -> list[list[dict]]:
+    """Shuffled batches of `size` groups, bucketed by answer length to save padding."""
+    order = sorted(range(len(groups)), key=lambda i: (max(len(e["input_ids"]) for e in groups[i]["encoded"]),
+                                                       rng.random()))
+    batches = [[groups[i] for i in order[s:s + size]] for s in range(0, len(order), size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def train_reward_model(model, tokenizer, train_groups: list[dict], valid_groups: list[dict], config,
+                       callback=None, progress: bool = True):
+    """Train in place on ranking groups (or on `as_pairs(...)` for the alternative); returns
+    (model, history) with validation log loss and accuracy `config.evals_per_epoch` times an epoch."""
+    set_seed(config.seed)
+    rng = random.Random(config.seed)
+    device = next(model.parameters()).device
+    train = encode_groups(tokenizer, train_groups, config.max_length)
+    per_batch = config.groups_per_batch if max(len(g["pairs"]) for g in train_groups) > 1 else config.pairs_per_batch
+    steps_per_epoch = math.ceil(len(train) / per_batch)
+    total = config.epochs * steps_per_epoch
+    eval_at = {round(steps_per_epoch * k / config.evals_per_epoch) for k in range(1, config.evals_per_epoch + 1)}
+    head = list(model.score.parameters())
+    body = [p for p in model.parameters() if all(p is not h for h in head)]
+    optimizer = torch.optim.AdamW([{"params": body, "scale": 1.0}, {"params": head, "scale": config.head_lr_scale}],
+                                  lr=config.lr, weight_decay=config.weight_decay)
+
+    def evaluate(step, losses):
+        metrics = pair_metrics(valid_groups, score_groups(model, tokenizer, valid_groups, config.max_length))
+        history.append({"step": step, "epoch": step / steps_per_epoch,
+                        "train_loss": sum(losses) / len(losses) if losses else None,
+                        "valid_loss": metrics["log_loss"], "valid_accuracy": metrics["accuracy"]})
+        if callback:
+            callback(history)
+
+    history, step = [], 0
+    evaluate(0, [])
+    bar = tqdm(total=total, desc="reward model", disable=not progress, mininterval=1.0)
+    for epoch in range(config.epochs):
+        losses = []
+        for k, batch_groups in enumerate(_batches(train, per_batch, rng), start=1):
+            model.train()
+            batch = {key: t.to(device) for key, t in group_batch(batch_groups, tokenizer.pad_token_id).items()}
+            for group in optimizer.param_groups:
+                group["lr"] = group["scale"] * cosine_schedule(step, total, config.warmup_steps, config.lr)
+            scores = rewards(model, batch["input_ids"], batch["attention_mask"])
+            loss = ranking_loss(scores, batch["winners"], batch["losers"], batch["groups"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            losses.append(loss.item())
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            if k in eval_at:
+                evaluate(step, losses)
+                losses = []
+    bar.close()
+    model.eval()
+    return model, history
+
+
+def normalize(model, tokenizer, demonstrations: list[dict], max_length: int = 256) -> float:
+    """Shift the scores so labeler demonstrations average 0 before RL (the paper's bias);
+    returns the mean it removed."""
+    scores = score_texts(model, tokenizer, [(d["prompt"], d["completion"][-1]["content"]) for d in demonstrations],
+                         max_length)
+    mean = sum(scores) / len(scores)
+    shift_rewards(model, -mean)
+    return mean
+
+
+def labeler_folds(groups: list[dict], k: int = 5) -> list[set[str]]:
+    """The labelers split into k groups (sorted ids dealt round-robin), for cross-validation."""
+    labelers = sorted({g["labeler_id"] for g in groups})
+    return [set(labelers[i::k]) for i in range(k)]
