@@ -122,10 +122,12 @@ class RewardConfig:
     max_length: int = 256  # longest prompt + answer in tokens
     evals_per_epoch: int = 4  # validation log loss / accuracy points per epoch
     n_normalize: int = 300  # training demonstrations whose mean score is shifted to 0
+    max_rankings: int | None = None  # train on the first n rankings only (None: all)
 
     @classmethod
     def smoke(cls) -> RewardConfig:
-        return cls(epochs=1, groups_per_batch=2, pairs_per_batch=4, warmup_steps=1, evals_per_epoch=1, n_normalize=4)
+        return cls(epochs=1, groups_per_batch=2, pairs_per_batch=4, warmup_steps=1, evals_per_epoch=1, n_normalize=4,
+                   max_rankings=4)
 
 
 @dataclass

@@ -113,7 +113,8 @@ def train_reward(config: RewardConfig | None = None, out_dir: Path = RM_DIR, cal
     train, valid = reward_groups(comparison_data(progress=progress))
     _, tokenizer = sft_model(progress=progress)
     model = reward_model_from_policy(SFT_DIR / "model")
-    model, history = train_reward_model(model, tokenizer, train, valid, config, callback=callback, progress=progress)
+    model, history = train_reward_model(model, tokenizer, train[:config.max_rankings], valid, config,
+                                        callback=callback, progress=progress)
     removed = normalize(model, tokenizer, records("demonstrations", "train")[:config.n_normalize], config.max_length)
     save_model(model, tokenizer, out_dir / "model")
     summary = {"history": history, "removed_mean": removed}

@@ -246,6 +246,8 @@ def train_reward_model(model, tokenizer, train_groups: list[dict], valid_groups:
                                   lr=config.lr, weight_decay=config.weight_decay)
 
     def evaluate(step, losses):
+        if not valid_groups:
+            return
         metrics = pair_metrics(valid_groups, score_groups(model, tokenizer, valid_groups, config.max_length))
         history.append({"step": step, "epoch": step / steps_per_epoch,
                         "train_loss": sum(losses) / len(losses) if losses else None,
@@ -295,3 +297,20 @@ def labeler_folds(groups: list[dict], k: int = 5) -> list[set[str]]:
     """The labelers split into k groups (sorted ids dealt round-robin), for cross-validation."""
     labelers = sorted({g["labeler_id"] for g in groups})
     return [set(labelers[i::k]) for i in range(k)]
+
+
+def cross_validate(policy_path, tokenizer, groups: list[dict], valid_groups: list[dict], config, k: int = 5,
+                   progress: bool = False) -> list[dict]:
+    """The paper's labeler cross-validation: train on k−1 labeler groups, then measure accuracy on
+    the held-out group's rankings (new labelers) and on validation rankings by the training
+    labelers (same labelers, new prompts)."""
+    results = []
+    for n, held_out in enumerate(labeler_folds(groups, k)):
+        model = reward_model_from_policy(policy_path)
+        train = [g for g in groups if g["labeler_id"] not in held_out]
+        model, _ = train_reward_model(model, tokenizer, train, [], config, progress=progress)
+        test = [g for g in groups if g["labeler_id"] in held_out]
+        seen = [g for g in valid_groups if g["labeler_id"] not in held_out]
+        results.append({"fold": n, "held_out_labelers": pair_metrics(test, score_groups(model, tokenizer, test))["accuracy"],
+                        "training_labelers": pair_metrics(seen, score_groups(model, tokenizer, seen))["accuracy"]})
+    return results
