@@ -111,12 +111,59 @@ def _sft_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smoke", action="store_true", help="a few steps on a few demonstrations: checks the path")
 
 
+def run_rm(args: argparse.Namespace) -> None:
+    from .config import RewardConfig
+    from .pipeline import RM_DIR, train_reward
+
+    config = RewardConfig.smoke() if args.smoke else RewardConfig()
+    out = args.out or (RUNS_DIR / "smoke" / "rm" if args.smoke else RM_DIR)
+    _, _, history, removed = train_reward(config, out_dir=out)
+    last = history[-1]
+    print(f"saved the reward model to {out / 'model'}: validation accuracy {last['valid_accuracy']:.1%}, "
+          f"log loss {last['valid_loss']:.3f}; shifted by {-removed:+.3f} so demonstrations average 0")
+
+
+def _rm_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=None, help="folder for model/ and history.json (default: runs/rm)")
+    p.add_argument("--smoke", action="store_true", help="a few steps: checks the path (needs runs/comparisons)")
+
+
+def run_ppo(args: argparse.Namespace) -> None:
+    from .config import PPOConfig
+    from .pipeline import PPO_DIR, train_ppo
+
+    config = PPOConfig.smoke() if args.smoke else PPOConfig()
+    config.ptx_coef = args.ptx_coef
+    if args.kl_coef is not None:
+        config.kl_coef = args.kl_coef
+    if args.steps is not None:
+        config.steps = args.steps
+    out = args.out or (RUNS_DIR / "smoke" / "ppo" if args.smoke else PPO_DIR)
+    _, _, history = train_ppo(config, out_dir=out)
+    first, last = history[0], history[-1]
+    print(f"saved the PPO policy to {out / 'model'}: RM reward {first['reward']:+.3f} -> {last['reward']:+.3f}, "
+          f"gold {first['gold']:.3f} -> {last['gold']:.3f}, KL {last['kl_k1']:.3f} nats per answer; "
+          f"rollout {sum(h['rollout_s'] for h in history) / len(history):.2f}s and update "
+          f"{sum(h['update_s'] for h in history) / len(history):.2f}s per step, sampling "
+          f"{sum(h['sample_tokens_per_s'] for h in history) / len(history):.0f} tokens/s")
+
+
+def _ppo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=None, help="folder for model/ and history.json (default: runs/ppo)")
+    p.add_argument("--steps", type=int, default=None, help="rollout + update rounds (default: PPOConfig.steps)")
+    p.add_argument("--kl-coef", type=float, default=None, help="β of the per-token KL penalty (default: PPOConfig)")
+    p.add_argument("--ptx-coef", type=float, default=0.0, help="γ of PPO-ptx (default: 0, plain PPO)")
+    p.add_argument("--smoke", action="store_true", help="two tiny steps: checks the path")
+
+
 # stage -> (help, add its arguments, run it)
 STAGES = {
     "data": ("generate the world: corpus, prompts, demonstrations", _data_args, run_data),
     "tokenizer": ("train the BPE tokenizer on the corpus", _tokenizer_args, run_tokenizer),
     "pretrain": ("pretrain the base model (trains the tokenizer if missing)", _pretrain_args, run_pretrain),
     "sft": ("supervised fine-tuning on the demonstrations -> runs/sft", _sft_args, run_sft),
+    "rm": ("train the reward model on the rankings -> runs/rm", _rm_args, run_rm),
+    "ppo": ("PPO (or PPO-ptx) against the reward model -> runs/ppo", _ppo_args, run_ppo),
 }
 
 

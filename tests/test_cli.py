@@ -71,3 +71,11 @@ def test_pretrain_smoke_end_to_end(data_dir, tmp_path, capsys):
 def test_missing_corpus_says_what_to_run(tmp_path):
     with pytest.raises(SystemExit, match="run `python -m rlhf_lab data` first"):
         main(["pretrain", "--smoke", "--data", str(tmp_path), "--out", str(tmp_path / "m")])
+
+
+def test_rm_and_ppo_stages_parse_their_options():
+    from rlhf_lab.__main__ import build_parser, run_ppo, run_rm
+
+    args = build_parser().parse_args(["ppo", "--ptx-coef", "2.5", "--kl-coef", "0", "--steps", "3"])
+    assert (args.run, args.ptx_coef, args.kl_coef, args.steps, args.smoke) == (run_ppo, 2.5, 0.0, 3, False)
+    assert build_parser().parse_args(["rm", "--smoke"]).run is run_rm
