@@ -20,6 +20,7 @@ from .generation import decode_responses, encode_prompts, generate_ids
 from .losses import (entropy, exact_kl, gae, kl_estimators, masked_mean, masked_whiten, ppo_policy_loss,
                      ppo_value_loss, token_logprobs)
 from .models import context_length, stop_token_ids
+from .pretrain import gradient_step
 from .reward import last_token_index, token_scores
 from .sft import set_dropout
 from .tokenizer import format_prompt
@@ -190,10 +191,7 @@ class PPOTrainer:
             raise FloatingPointError(
                 f"PPO step {self.step_count}: the {what} loss is {loss.item()}; lower the learning rate "
                 f"(lr={self.config.lr}, value_lr={self.config.value_lr}) or raise kl_coef")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip)
-        optimizer.step()
+        gradient_step(model, optimizer, loss, self.config.grad_clip)
 
     def update(self, r: Rollout) -> dict:
         """ppo_epochs passes of minibatch steps on one rollout; returns the mean diagnostics."""

@@ -45,6 +45,14 @@ def pack_documents(tokenizer, texts: Sequence[str], block_size: int) -> torch.Te
     return torch.tensor(stream[: n_blocks * block_size], dtype=torch.long).view(n_blocks, block_size)
 
 
+def gradient_step(model, optimizer, loss, grad_clip: float) -> None:
+    """One update, the same in every stage: fresh gradients, backprop, clip the global norm, step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+
+
 def cosine_schedule(step: int, total: int, warmup: int, lr: float, min_lr: float = 0.0) -> float:
     """Learning rate at optimizer step `step` (0-based) of `total`.
 
@@ -142,10 +150,7 @@ def pretrain(
         index = permutation[(step % steps_per_epoch) * config.batch_size :][: config.batch_size]
         batch = train_blocks[index].to(device)
         loss = model(input_ids=batch, labels=batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        gradient_step(model, optimizer, loss, config.grad_clip)
         running += loss.item()
         running_steps += 1
         tokens += batch.numel()

@@ -21,7 +21,7 @@ from .hub import from_pretrained
 from .labelers import preferences
 from .losses import ranking_loss
 from .models import _no_hf_progress_bars
-from .pretrain import cosine_schedule
+from .pretrain import cosine_schedule, gradient_step
 from .utils import get_device, set_seed
 
 
@@ -267,10 +267,7 @@ def train_reward_model(model, tokenizer, train_groups: list[dict], valid_groups:
                 group["lr"] = group["scale"] * cosine_schedule(step, total, config.warmup_steps, config.lr)
             scores = rewards(model, batch["input_ids"], batch["attention_mask"])
             loss = ranking_loss(scores, batch["winners"], batch["losers"], batch["groups"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            gradient_step(model, optimizer, loss, config.grad_clip)
             losses.append(loss.item())
             step += 1
             bar.update(1)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .data import collate, encode_demonstrations, length_buckets
 from .evaluation import mean_scores, respond, score_all
 from .losses import sft_loss
-from .pretrain import cosine_schedule
+from .pretrain import cosine_schedule, gradient_step
 from .utils import set_seed
 
 
@@ -70,10 +70,7 @@ def train_sft(model, tokenizer, train_records: list[dict], valid_records: list[d
                 group["lr"] = cosine_schedule(step, total_steps, config.warmup_steps, config.lr)
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             loss = sft_loss(logits, batch["labels"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            gradient_step(model, optimizer, loss, config.grad_clip)
             running.append(loss.item())
             step += 1
             bar.update(1)
