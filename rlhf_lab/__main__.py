@@ -94,12 +94,19 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smoke", action="store_true", help="a tiny model for a few steps: checks the pipeline in seconds")
 
 
+def _config_and_out(args: argparse.Namespace, config_class, default_out: Path):
+    """A training stage's config (its smoke variant with --smoke) and output folder: --out if given,
+    else runs/smoke/<name> with --smoke (never the course's folder), else the course's folder."""
+    if args.smoke:
+        return config_class.smoke(), args.out or RUNS_DIR / "smoke" / default_out.name
+    return config_class(), args.out or default_out
+
+
 def run_sft(args: argparse.Namespace) -> None:
     from .config import SFTConfig
     from .pipeline import SFT_DIR, train_sft_model
 
-    config = SFTConfig.smoke() if args.smoke else SFTConfig()
-    out = args.out or (RUNS_DIR / "smoke" / "sft" if args.smoke else SFT_DIR)
+    config, out = _config_and_out(args, SFTConfig, SFT_DIR)
     _, _, history = train_sft_model(config, out_dir=out)
     best = next(h for h in history if h["selected"])
     print(f"saved the SFT model of epoch {best['epoch']} (best validation score {best['valid_overall']:.3f}, "
@@ -115,8 +122,7 @@ def run_rm(args: argparse.Namespace) -> None:
     from .config import RewardConfig
     from .pipeline import RM_DIR, train_reward
 
-    config = RewardConfig.smoke() if args.smoke else RewardConfig()
-    out = args.out or (RUNS_DIR / "smoke" / "rm" if args.smoke else RM_DIR)
+    config, out = _config_and_out(args, RewardConfig, RM_DIR)
     _, _, history, removed = train_reward(config, out_dir=out)
     last = history[-1]
     print(f"saved the reward model to {out / 'model'}: validation accuracy {last['valid_accuracy']:.1%}, "
@@ -132,13 +138,12 @@ def run_ppo(args: argparse.Namespace) -> None:
     from .config import PPOConfig
     from .pipeline import PPO_DIR, train_ppo
 
-    config = PPOConfig.smoke() if args.smoke else PPOConfig()
+    config, out = _config_and_out(args, PPOConfig, PPO_DIR)
     config.ptx_coef = args.ptx_coef
     if args.kl_coef is not None:
         config.kl_coef = args.kl_coef
     if args.steps is not None:
         config.steps = args.steps
-    out = args.out or (RUNS_DIR / "smoke" / "ppo" if args.smoke else PPO_DIR)
     _, _, history = train_ppo(config, out_dir=out)
     first, last = history[0], history[-1]
     print(f"saved the PPO policy to {out / 'model'}: RM reward {first['reward']:+.3f} -> {last['reward']:+.3f}, "
