@@ -1,6 +1,7 @@
 """Ask a model to answer prompts, score the answers with the gold checkers, compare models."""
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 
 from .generation import sample
@@ -67,3 +68,52 @@ def win_rate(rows_a: list[dict], rows_b: list[dict], key: str = "overall") -> fl
                              f"got {a['prompt_id']!r} beside {b['prompt_id']!r}")
         wins += 1.0 if a[key] > b[key] else 0.5 if a[key] == b[key] else 0.0
     return wins / len(rows_a)
+
+
+def panel_preferences(world, records: list[dict], responses_a: list[str], responses_b: list[str], panel: list,
+                      seed: int = 0) -> list[float]:
+    """Per prompt: 1 if a labeler drawn from `panel` ranks A's answer above B's, 0 if below,
+    0.5 if the answers are the same text (the paper's labelers compared outputs this way)."""
+    rng = random.Random(f"panel-preferences-{seed}")
+    outcomes = []
+    for record, a, b in zip(records, responses_a, responses_b, strict=True):
+        task = world.task_from_record(record)
+        tiers = rng.choice(panel).rank([world.score(task, a), world.score(task, b)], [a, b], rng)
+        outcomes.append(0.5 if len(tiers) == 1 else 1.0 if tiers[0] == [0] else 0.0)
+    return outcomes
+
+
+def bootstrap_ci(values: list[float], n_resamples: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (prompts resampled with replacement)."""
+    rng = random.Random(f"bootstrap-{seed}")
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_resamples))
+    tail = (1 - level) / 2
+    return means[int(tail * n_resamples)], means[min(n_resamples - 1, int((1 - tail) * n_resamples))]
+
+
+def panel_win_rate(world, records: list[dict], responses_a: list[str], responses_b: list[str], panel: list,
+                   seed: int = 0) -> dict:
+    """How often a held-out labeler prefers A to B (ties half), with a 95% bootstrap interval."""
+    outcomes = panel_preferences(world, records, responses_a, responses_b, panel, seed)
+    low, high = bootstrap_ci(outcomes, seed=seed)
+    return {"win_rate": sum(outcomes) / len(outcomes), "low": low, "high": high, "n": len(outcomes)}
+
+
+def likert_distribution(world, records: list[dict], responses: list[str], panel: list, seed: int = 0) -> list[float]:
+    """Share of answers a held-out labeler rates 1, 2, ..., 7 (one labeler drawn per answer)."""
+    rng = random.Random(f"likert-{seed}")
+    counts = [0] * 7
+    for record, response in zip(records, responses, strict=True):
+        score = world.score(world.task_from_record(record), response)
+        counts[rng.choice(panel).likert(score, response, rng) - 1] += 1
+    return [c / len(records) for c in counts]
+
+
+def rate_among(rows: list[dict], key: str, families=None) -> float:
+    """Share of rows (optionally only those of `families`) where `key` is true, e.g. the
+    hallucination rate on closed-domain tasks."""
+    chosen = [r for r in rows if families is None or r["family"] in families]
+    if not chosen:
+        raise ValueError(f"no rows of families {sorted(families)} to measure {key!r} on")
+    return sum(float(r[key]) for r in chosen) / len(chosen)

@@ -64,3 +64,53 @@ def test_continuation_logprobs_match_a_direct_computation(tiny_model, tiny_token
             total += float(torch.log_softmax(logits, -1)[token])
         assert value == pytest.approx(total, abs=1e-4)
     assert all(v < 0 and math.isfinite(v) for v in got)
+
+
+class _Score:
+    def __init__(self, value):
+        self.value = value
+
+    def overall(self, weights=None):
+        return self.value
+
+
+class _World:
+    """Gold score = the answer's number; the task is ignored."""
+
+    @staticmethod
+    def task_from_record(record):
+        return None
+
+    @staticmethod
+    def score(task, response):
+        return _Score(float(response))
+
+
+def test_panel_preferences_follow_the_gold_score_ties_count_half():
+    from rlhf_lab.evaluation import panel_preferences
+    from rlhf_lab.labelers import make_panel
+
+    records = [{"prompt_id": f"p{i}"} for i in range(4)]
+    panel = make_panel("held_out", noise=0.0)  # noiseless judges: the better answer always wins
+    outcomes = panel_preferences(_World, records, ["0.9", "0.1", "0.5", "0.7"], ["0.2", "0.8", "0.5", "0.3"], panel)
+    assert outcomes == [1.0, 0.0, 0.5, 1.0]
+    noisy = make_panel("held_out", noise=10.0)  # judges who mostly guess: close to a coin flip on many prompts
+    many = [{"prompt_id": f"p{i}"} for i in range(400)]
+    rate = sum(panel_preferences(_World, many, ["0.6"] * 400, ["0.4"] * 400, noisy)) / 400
+    assert 0.4 < rate < 0.65
+
+
+def test_bootstrap_interval_against_the_normal_approximation():
+    from rlhf_lab.evaluation import bootstrap_ci, panel_win_rate
+    from rlhf_lab.labelers import make_panel
+
+    values = [1.0] * 300 + [0.0] * 100 + [0.5] * 100  # mean 0.7
+    low, high = bootstrap_ci(values)
+    n = len(values)
+    mean = sum(values) / n
+    se = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+    assert low == pytest.approx(mean - 1.96 * se, abs=0.01) and high == pytest.approx(mean + 1.96 * se, abs=0.01)
+    assert bootstrap_ci(values) == (low, high)  # seeded: the same interval twice
+    records = [{"prompt_id": f"p{i}"} for i in range(3)]
+    result = panel_win_rate(_World, records, ["1", "1", "0"], ["0", "0", "1"], make_panel("held_out", noise=0.0))
+    assert result["win_rate"] == pytest.approx(2 / 3) and result["n"] == 3 and result["low"] <= 2 / 3 <= result["high"]
