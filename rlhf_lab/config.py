@@ -49,6 +49,11 @@ class ModelConfig:
     def smoke(cls) -> ModelConfig:
         return cls(n_embd=32, n_layer=1, n_head=2, n_positions=64)
 
+    @classmethod
+    def large(cls) -> ModelConfig:
+        """The larger base model (about 8M parameters, 3.7x), our stand-in for 175B GPT-3 in notebook 07."""
+        return cls(base_model="data/base-model-large", n_embd=320, n_layer=6, n_head=5)
+
 
 @dataclass
 class PretrainConfig:
@@ -139,7 +144,7 @@ class PPOConfig:
     ppo_epochs: int = 4  # passes over each rollout batch
     lr: float = 2e-5  # policy learning rate (constant)
     value_lr: float = 1e-4  # value model learning rate
-    kl_coef: float = 0.05  # β: per-token penalty β·log(π/π_SFT) in the reward
+    kl_coef: float = 0.15  # β: per-token penalty β·log(π/π_SFT) in the reward (0.05 lost to SFT here)
     target_kl: float | None = None  # if set, adapt β so the rollout KL (per answer) tracks this
     kl_horizon: int = 400  # adaptive β: how fast it moves (Ziegler et al., 2019)
     gamma: float = 1.0  # discount (one answer is one short episode)

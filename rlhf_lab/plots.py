@@ -11,27 +11,33 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from .utils import atomic_save_file
 
 
-def plot_history(history: Sequence[dict], keys: Sequence[str], x: str = "step", title: str = "", path: str | os.PathLike | None = None):
-    """Line plot of `keys` from a training history (a list of dicts) against `x`.
-
-    Saves a PNG when `path` is given. Returns the figure (closed, so notebooks do not
-    draw it twice; display it with `display(fig)`).
-    """
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+def _plot_keys(ax, history: Sequence[dict], keys: Sequence[str], x: str) -> None:
+    """One line per key of a training history (a list of dicts) against `x`, skipping missing points."""
     for key in keys:
         points = [(h[x], h[key]) for h in history if h.get(key) is not None]
         if points:
             ax.plot(*zip(*points), marker=".", label=key.replace("_", " "))
-    ax.set_xlabel(x)
-    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+
+
+def _finish(fig, path):
+    """Save `fig` as a PNG when `path` is given, close it (notebooks would draw it twice) and return it."""
     fig.tight_layout()
     if path is not None:
         with atomic_save_file(path) as tmp:
             fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return fig
+
+
+def plot_history(history: Sequence[dict], keys: Sequence[str], x: str = "step", title: str = "", path: str | os.PathLike | None = None):
+    """Line plot of `keys` from a training history against `x`; display the result with `display(fig)`."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    _plot_keys(ax, history, keys, x)
+    ax.set_xlabel(x)
+    ax.set_title(title)
+    ax.legend()
+    return _finish(fig, path)
 
 
 COLOURS = {"base": "#9e9e9e", "sft": "#4c78a8", "rm": "#f58518", "ppo": "#54a24b", "ptx": "#b279a2"}
@@ -93,3 +99,28 @@ def grouped_bars(groups: dict[str, dict[str, float]], title: str = "", ylabel: s
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+PPO_PANELS = (
+    ("reward", ("reward", "gold"), "RM reward (proxy) and gold 3H"),
+    ("KL to SFT (nats per answer)", ("kl_k1", "kl_k3", "kl_exact"), "KL: k1 (in the reward), k3, exact"),
+    ("tokens", ("length",), "answer length"),
+    ("nats per token", ("entropy",), "policy entropy"),
+    ("share of tokens", ("clip_fraction",), "clip fraction"),
+    ("β", ("beta",), "KL coefficient β"),
+)
+
+
+def ppo_dashboard(history: Sequence[dict], title: str = "PPO", path: str | os.PathLike | None = None):
+    """The six curves to watch during PPO, one panel each, against the step. Saves a PNG when `path` is given."""
+    fig, axes = plt.subplots(2, 3, figsize=(12, 5.5))
+    for ax, (ylabel, keys, name) in zip(axes.flat, PPO_PANELS):
+        _plot_keys(ax, history, keys, "step")
+        ax.set_title(name, fontsize=10)
+        ax.set_ylabel(ylabel)
+        if len(keys) > 1:
+            ax.legend(fontsize=8)
+    for ax in axes[1]:
+        ax.set_xlabel("PPO step")
+    fig.suptitle(title)
+    return _finish(fig, path)

@@ -119,6 +119,7 @@ class PPOTrainer:
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.order: list[int] = []
         self.step_count = 0
+        self.evaluations: list[dict] = []
 
     def _next_records(self) -> list[dict]:
         """batch_size prompts, walking through a reshuffled copy of the prompt set."""
@@ -131,7 +132,8 @@ class PPOTrainer:
         return batch
 
     @torch.no_grad()
-    def rollout(self, records: list[dict]) -> tuple[Rollout, dict]:
+    def generate(self, records: list[dict], temperature: float | None = None, generator: torch.Generator | None = None):
+        """Policy answers to `records` (KV cache, left-padded prompts): (generation, prompt width, seconds)."""
         c = self.config
         prompts = [format_prompt(self.tokenizer, r["prompt"]) for r in records]
         ids, prompt_mask = encode_prompts(self.tokenizer, prompts, context_length(self.policy) - c.max_new_tokens)
@@ -139,15 +141,18 @@ class PPOTrainer:
         ids, prompt_mask = ids[:, first:].to(self.device), prompt_mask[:, first:].to(self.device)
         start = time.perf_counter()
         gen = generate_ids(self.policy, ids, prompt_mask, c.max_new_tokens, stop_ids=self.stop_ids,
-                           pad_token_id=self.tokenizer.pad_token_id, temperature=c.temperature,
-                           generator=self.generator)
-        sample_time = time.perf_counter() - start
-        seq, attn, width = gen.sequences, gen.attention_mask, ids.shape[1]
+                           pad_token_id=self.tokenizer.pad_token_id,
+                           temperature=c.temperature if temperature is None else temperature,
+                           generator=generator or self.generator)
+        return gen, ids.shape[1], time.perf_counter() - start
+
+    @torch.no_grad()
+    def rollout(self, records: list[dict]) -> tuple[Rollout, dict]:
+        c = self.config
+        gen, width, sample_time = self.generate(records)
+        seq, attn = gen.sequences, gen.attention_mask
         mask = gen.response_mask.float()
-        logits = response_logits(self.policy, seq, attn, width, c.temperature)
-        ref_logits = response_logits(self.reference, seq, attn, width, c.temperature)
-        logprobs = token_logprobs(logits, gen.response_ids) * mask
-        ref_logprobs = token_logprobs(ref_logits, gen.response_ids) * mask
+        logits, ref_logits, logprobs, ref_logprobs = self._logprobs(gen, width)
         values = response_values(self.value_model, seq, attn, width) * mask
         texts = [t.strip() for t in decode_responses(self.tokenizer, gen, self.stop_ids)]
 
@@ -178,6 +183,27 @@ class PPOTrainer:
         rollout = Rollout(records, texts, seq, attn, width, gen.response_ids, mask, logprobs, ref_logprobs, values,
                           scores, rewards, advantages, returns)
         return rollout, stats
+
+    def _logprobs(self, gen, width: int):
+        """Policy and reference logits over the answers, and the sampled tokens' log-probs (0 on padding)."""
+        seq, attn, mask = gen.sequences, gen.attention_mask, gen.response_mask.float()
+        logits = response_logits(self.policy, seq, attn, width, self.config.temperature)
+        ref_logits = response_logits(self.reference, seq, attn, width, self.config.temperature)
+        return (logits, ref_logits, token_logprobs(logits, gen.response_ids) * mask,
+                token_logprobs(ref_logits, gen.response_ids) * mask)
+
+    @torch.no_grad()
+    def evaluate(self, records: list[dict]) -> dict:
+        """Mean RM reward, gold score and KL (k1) of answers to a fixed prompt set, sampled with a fixed
+        seed: curves without the batch-to-batch noise of the training prompts (for over-optimization)."""
+        gen, width, _ = self.generate(records, generator=torch.Generator(device=self.device).manual_seed(self.config.seed))
+        _, _, logprobs, ref_logprobs = self._logprobs(gen, width)
+        texts = [t.strip() for t in decode_responses(self.tokenizer, gen, self.stop_ids)]
+        result = {"eval_reward": self.score_fn(gen.sequences, gen.attention_mask, texts).float().mean().item(),
+                  "eval_kl": (logprobs - ref_logprobs).sum(dim=1).mean().item()}
+        if self.gold_fn is not None:
+            result["eval_gold"] = sum(self.gold_fn(records, texts)) / len(texts)
+        return result
 
     def _ptx_loss(self) -> torch.Tensor:
         """Mean next-token NLL on random corpus blocks: −E_pretrain[log π(x)] of PPO-ptx."""
@@ -235,12 +261,19 @@ class PPOTrainer:
         self.last_rollout = rollout
         return stats
 
-    def train(self, callback=None, progress: bool = True) -> list[dict]:
-        """config.steps steps; `callback(history)` after each (live plots)."""
+    def train(self, callback=None, progress: bool = True, eval_records: list[dict] | None = None,
+              eval_every: int = 5) -> list[dict]:
+        """config.steps steps; `callback(history)` after each (live plots). With `eval_records`,
+        `evaluate` runs before the first step and every `eval_every` steps; its results, with the
+        step, are appended to `self.evaluations`."""
         history = []
+        if eval_records:
+            self.evaluations.append({"step": self.step_count, **self.evaluate(eval_records)})
         bar = tqdm(range(self.config.steps), desc="PPO", disable=not progress, mininterval=1.0)
         for _ in bar:
             history.append(self.step())
+            if eval_records and self.step_count % eval_every == 0:
+                self.evaluations.append({"step": self.step_count, **self.evaluate(eval_records)})
             bar.set_postfix(reward=f"{history[-1]['reward']:.2f}", kl=f"{history[-1]['kl_k1']:.2f}", refresh=False)
             if callback:
                 callback(history)

@@ -327,3 +327,32 @@ def test_short_ppo_run_raises_a_trivially_learnable_reward(tiny_model, tiny_toke
     assert history[-1]["entropy"] < history[0]["entropy"] - 0.3  # it got there by sharpening, not by luck
     assert all(math.isfinite(h["policy_loss"]) and math.isfinite(h["value_loss"]) for h in history)
     assert history[-1]["step"] == config.steps and history[-1]["kl_k3"] > 0
+
+
+# --- fixed-prompt evaluation -------------------------------------------------------------
+
+def test_evaluate_is_repeatable_and_matches_a_direct_computation(tiny_model, tiny_tokenizer, policy_path):
+    """Same seed every call: the same answers, so evaluation curves carry no sampling noise of their own;
+    training's sampling stream is left alone; KL is k1 summed per answer, gold and reward are means."""
+    torch.manual_seed(0)
+    reference = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    config = PPOConfig.smoke()
+    config.missing_eos_penalty, config.seed = None, 3
+    trainer = make_trainer(tiny_model, tiny_tokenizer, policy_path, constant_scores, config, reference=reference)
+    trainer.gold_fn = lambda records, texts: [float(len(t)) for t in texts]
+    state = trainer.generator.get_state()
+    first, second = trainer.evaluate(RECORDS), trainer.evaluate(RECORDS)
+    assert first == second and torch.equal(trainer.generator.get_state(), state)
+    assert first["eval_reward"] == pytest.approx(sum(range(1, len(RECORDS) + 1)) / len(RECORDS))
+    gen, width, _ = trainer.generate(RECORDS, generator=torch.Generator().manual_seed(config.seed))
+    _, _, logprobs, ref_logprobs = trainer._logprobs(gen, width)
+    assert first["eval_kl"] == pytest.approx((logprobs - ref_logprobs).sum(1).mean().item(), abs=1e-5)
+    assert abs(first["eval_kl"]) > 1e-3
+    texts = [t.strip() for t in ppo.decode_responses(tiny_tokenizer, gen, trainer.stop_ids)]
+    assert first["eval_gold"] == pytest.approx(sum(map(len, texts)) / len(texts))
+    history = trainer.train(progress=False, eval_records=RECORDS, eval_every=1)
+    assert [e["step"] for e in trainer.evaluations] == list(range(config.steps + 1))
+    assert trainer.evaluations[0] == {"step": 0, **first} and len(history) == config.steps
