@@ -133,6 +133,7 @@ def reward_model(config: RewardConfig | None = None, progress: bool = True):
 
 
 PPO_DIR = RUNS_DIR / "ppo"
+PTX_DIR = RUNS_DIR / "ppo-ptx"  # notebook 06's PPO-ptx policy
 
 
 def gold_scores(records: list[dict], texts: list[str]) -> list[float]:
@@ -174,9 +175,15 @@ def train_ppo(config=None, out_dir: Path = PPO_DIR, callback=None, progress: boo
     """Run PPO (or PPO-ptx when config.ptx_coef > 0); save the policy and history to `out_dir`."""
     trainer = ppo_trainer(config, progress)
     history = trainer.train(callback=callback, progress=progress)
-    save_model(trainer.policy, trainer.tokenizer, out_dir / "model")
-    (out_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
+    save_ppo(trainer, history, out_dir)
     return trainer.policy, trainer.tokenizer, history
+
+
+def save_ppo(trainer, history: list[dict], out_dir: Path = PPO_DIR) -> None:
+    """The trained policy, and the step history plus any fixed-prompt evaluations, in `out_dir`."""
+    save_model(trainer.policy, trainer.tokenizer, out_dir / "model")
+    summary = {"history": history, "evaluations": trainer.evaluations}
+    (out_dir / "history.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
 
 
 def ppo_model(config=None, out_dir: Path = PPO_DIR, progress: bool = True):
@@ -185,3 +192,4 @@ def ppo_model(config=None, out_dir: Path = PPO_DIR, progress: bool = True):
         return load_policy(out_dir / "model")
     policy, tokenizer, _ = train_ppo(config, out_dir, progress=progress)
     return policy, tokenizer
+
