@@ -51,8 +51,10 @@ def run_pretrain(args: argparse.Namespace) -> None:
     from .tokenizer import load_tokenizer
 
     runs = RUNS_DIR / "smoke" if args.smoke else RUNS_DIR
-    out = args.out or (runs / "base-model" if args.smoke else DATA_DIR / "base-model")
-    history_dir = args.runs or runs / "pretrain"
+    model_config = ModelConfig.smoke() if args.smoke else ModelConfig.large() if args.large else ModelConfig()
+    name = "base-model-large" if args.large else "base-model"
+    out = args.out or (runs / name if args.smoke else DATA_DIR / name)
+    history_dir = args.runs or runs / ("pretrain-large" if args.large else "pretrain")
     tokenizer_dir = args.data / "tokenizer"
     if args.smoke:  # a throwaway tokenizer: never overwrite the course's
         tokenizer = _train_tokenizer(args.data, smoke=True)
@@ -62,7 +64,6 @@ def run_pretrain(args: argparse.Namespace) -> None:
             print(f"saved a new tokenizer to {tokenizer_dir}")
         tokenizer = load_tokenizer(tokenizer_dir)
     config = PretrainConfig.smoke() if args.smoke else PretrainConfig()
-    model_config = ModelConfig.smoke() if args.smoke else ModelConfig()
     texts_train, texts_valid = _corpus(args.data, "train"), _corpus(args.data, "validation")
     model, history = pretrain(config, model_config, tokenizer, texts_train, texts_valid, out_dir=history_dir)
     save_model(model, tokenizer, out)
@@ -89,9 +90,11 @@ def _tokenizer_args(p: argparse.ArgumentParser) -> None:
 
 def _pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=DATA_DIR, help="folder holding corpus/ and tokenizer/ (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=None, help="model folder to write (default: data/base-model; runs/smoke/base-model with --smoke)")
+    p.add_argument("--out", type=Path, default=None, help="model folder to write (default: data/base-model[-large]; under runs/smoke with --smoke)")
     p.add_argument("--runs", type=Path, default=None, help="folder for history.json and loss.png (default: runs/pretrain)")
     p.add_argument("--smoke", action="store_true", help="a tiny model for a few steps: checks the pipeline in seconds")
+    p.add_argument("--large", action="store_true",
+                   help="the larger base model (ModelConfig.large) -> data/base-model-large (about 30 min on 2 cores)")
 
 
 def _config_and_out(args: argparse.Namespace, config_class, default_out: Path):
@@ -161,6 +164,27 @@ def _ppo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smoke", action="store_true", help="two tiny steps: checks the path")
 
 
+def run_evaluate(args: argparse.Namespace) -> None:
+    from .findings import table
+    from .pipeline import EVAL_DIR, evaluate
+
+    findings, _ = evaluate(progress=not args.quiet)
+    print(table(findings))
+    print(f"\nwritten to {EVAL_DIR / 'findings.json'} and {EVAL_DIR / 'findings.txt'}")
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run_bench(args: argparse.Namespace) -> None:
+    from .timing import markdown, run_all, write
+
+    rows = run_all()
+    print(markdown(rows))
+    print("written to {} and {}".format(*write(rows)))
+
+
 # stage -> (help, add its arguments, run it)
 STAGES = {
     "data": ("generate the world: corpus, prompts, demonstrations", _data_args, run_data),
@@ -169,6 +193,8 @@ STAGES = {
     "sft": ("supervised fine-tuning on the demonstrations -> runs/sft", _sft_args, run_sft),
     "rm": ("train the reward model on the rankings -> runs/rm", _rm_args, run_rm),
     "ppo": ("PPO (or PPO-ptx) against the reward model -> runs/ppo", _ppo_args, run_ppo),
+    "evaluate": ("the paper's findings measured on our models -> runs/evaluation", _evaluate_args, run_evaluate),
+    "bench": ("time every stage: tokens (or answers) per second -> runs/bench.md", lambda p: None, run_bench),
 }
 
 

@@ -193,3 +193,39 @@ def ppo_model(config=None, out_dir: Path = PPO_DIR, progress: bool = True):
     policy, tokenizer, _ = train_ppo(config, out_dir, progress=progress)
     return policy, tokenizer
 
+
+LARGE_BASE = ModelConfig.large().base_model  # `python -m rlhf_lab pretrain --large`
+EVAL_DIR = RUNS_DIR / "evaluation"
+
+
+def rm_agreement() -> dict:
+    """The reward model's accuracy on the validation pairs both labelers ranked, beside their agreement."""
+    from .reward import agreement_with_ceiling, score_groups
+
+    data = comparison_data(progress=False)
+    model, tokenizer = reward_model(progress=False)
+    items = data["valid_items"]
+    scores = score_groups(model, tokenizer, [{"prompt": i["prompt"], "completions": i["outputs"]} for i in items])
+    ceiling = agreement_with_ceiling(data["valid_events"], {i["prompt_id"]: s for i, s in zip(items, scores)})
+    return {"rm": ceiling["rm"], "labelers": ceiling["labelers"]}
+
+
+def evaluate(progress: bool = True) -> tuple[list, dict]:
+    """Every finding of notebook 07, measured on the course's models (PPO-ptx and the alignment tax too when
+    notebook 06 has saved them); also written to runs/evaluation/. Returns (findings, raw numbers)."""
+    from .findings import measure, table, to_json
+
+    models = {"base": base_model()[0], "large base": load_policy(LARGE_BASE)[0], "SFT": sft_model(progress=progress)[0],
+              "PPO": ppo_model(progress=progress)[0]}
+    if (PTX_DIR / "model" / "model.safetensors").exists():
+        models["PPO-ptx"] = load_policy(PTX_DIR / "model")[0]
+    _, tokenizer = sft_model(progress=False)
+    tax_file = PPO_DIR / "alignment_tax.json"
+    tax = json.loads(tax_file.read_text(encoding="utf-8")) if tax_file.exists() else None
+    noise = comparison_data(progress=False)["noise"]
+    findings, numbers = measure(load_world(0), models, tokenizer, records("prompts", "test"),
+                                records("demonstrations", "train"), noise, rm_agreement(), tax, progress=progress)
+    EVAL_DIR.mkdir(parents=True, exist_ok=True)
+    (EVAL_DIR / "findings.json").write_text(to_json(findings, numbers), encoding="utf-8")
+    (EVAL_DIR / "findings.txt").write_text(table(findings) + "\n", encoding="utf-8")
+    return findings, numbers

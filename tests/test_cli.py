@@ -79,3 +79,28 @@ def test_rm_and_ppo_stages_parse_their_options():
     args = build_parser().parse_args(["ppo", "--ptx-coef", "2.5", "--kl-coef", "0", "--steps", "3"])
     assert (args.run, args.ptx_coef, args.kl_coef, args.steps, args.smoke) == (run_ppo, 2.5, 0.0, 3, False)
     assert build_parser().parse_args(["rm", "--smoke"]).run is run_rm
+
+
+def test_evaluate_bench_and_large_pretrain_parse(monkeypatch, tmp_path):
+    from rlhf_lab import __main__ as cli
+
+    parser = cli.build_parser()
+    assert parser.parse_args(["evaluate", "--quiet"]).run is cli.run_evaluate
+    assert parser.parse_args(["bench"]).run is cli.run_bench
+    args = parser.parse_args(["pretrain", "--large"])
+    assert args.large and not args.smoke
+    seen = {}
+
+    def fake_pretrain(config, model_config, tokenizer, texts_train, texts_valid, out_dir):
+        seen.update(model_config=model_config, out_dir=out_dir)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr("rlhf_lab.pretrain.pretrain", fake_pretrain)
+    monkeypatch.setattr(cli, "DATA_DIR", tmp_path)
+    monkeypatch.setattr(cli, "_corpus", lambda data, split: ["text"])
+    monkeypatch.setattr("rlhf_lab.tokenizer.load_tokenizer", lambda path: None)
+    (tmp_path / "tokenizer").mkdir()
+    with pytest.raises(RuntimeError, match="stop here"):
+        cli.main(["pretrain", "--large", "--data", str(tmp_path)])
+    assert (seen["model_config"].n_embd, seen["model_config"].n_layer) == (320, 6)
+    assert seen["out_dir"].name == "pretrain-large"

@@ -1,0 +1,114 @@
+"""`python -m rlhf_lab bench`: how fast each stage runs on this machine, in tokens (or answers) per second.
+
+Each stage runs its real training code for a few steps on the course's models; the first step is
+a warm-up and is not timed. Needs runs/sft and runs/rm (built first if missing, which takes minutes).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .config import ModelConfig, PPOConfig, PretrainConfig, RewardConfig
+from .data import collate, encode_demonstrations
+from .pretrain import _optimizer, gradient_step, pack_documents
+from .utils import RUNS_DIR, set_seed
+
+
+def _timed(step, n: int) -> float:
+    """Seconds per call of `step()`, over `n` calls after one untimed warm-up call."""
+    step()
+    start = time.perf_counter()
+    for _ in range(n):
+        step()
+    return (time.perf_counter() - start) / n
+
+
+def bench_pretrain(tokenizer, texts: list[str], steps: int = 5) -> dict:
+    from .models import build_policy
+
+    config = PretrainConfig()
+    model = build_policy(ModelConfig(), tokenizer)
+    model.train()
+    optimizer = _optimizer(model, config)
+    blocks = pack_documents(tokenizer, texts, config.block_size)[:config.batch_size]
+    seconds = _timed(lambda: gradient_step(model, optimizer, model(input_ids=blocks, labels=blocks).loss,
+                                           config.grad_clip), steps)
+    return {"stage": "pretraining", "per_step": f"{config.batch_size} × {config.block_size} tokens",
+            "seconds_per_step": seconds, "throughput": blocks.numel() / seconds, "unit": "tokens/s"}
+
+
+def bench_sft(model, tokenizer, demonstrations: list[dict], steps: int = 5) -> dict:
+    batch = collate(encode_demonstrations(tokenizer, demonstrations[:32], max_length=192), tokenizer.pad_token_id)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    seconds = _timed(lambda: gradient_step(model, optimizer, model(**batch).loss, 1.0), steps)
+    tokens = int(batch["attention_mask"].sum())
+    return {"stage": "SFT", "per_step": "32 demonstrations", "seconds_per_step": seconds,
+            "throughput": tokens / seconds, "unit": "tokens/s"}
+
+
+def bench_reward(model, tokenizer, groups: list[dict], steps: int = 5) -> dict:
+    from .reward import train_reward_model
+
+    config = RewardConfig()
+    chunk = groups[:config.groups_per_batch * (steps + 1)]
+    start = time.perf_counter()
+    train_reward_model(model, tokenizer, chunk, [], config, progress=False)
+    seconds = time.perf_counter() - start
+    answers = sum(len(g["completions"]) for g in chunk)
+    return {"stage": "reward model", "per_step": f"{config.groups_per_batch} rankings",
+            "seconds_per_step": seconds / (steps + 1), "throughput": answers / seconds, "unit": "answers/s"}
+
+
+def bench_ppo(steps: int = 3) -> list[dict]:
+    from .pipeline import ppo_trainer
+
+    config = PPOConfig()
+    trainer = ppo_trainer(config, progress=False)
+    trainer.step()  # warm-up
+    stats = [trainer.step() for _ in range(steps)]
+
+    def mean(key):
+        return sum(s[key] for s in stats) / steps
+
+    per_step = f"{config.batch_size} answers"
+    return [{"stage": "sampling (KV cache)", "per_step": per_step, "seconds_per_step": None,
+             "throughput": mean("sample_tokens_per_s"), "unit": "tokens/s"},
+            {"stage": "PPO rollout (sample + 4 scoring forwards)", "per_step": per_step,
+             "seconds_per_step": mean("rollout_s"), "throughput": config.batch_size / mean("rollout_s"),
+             "unit": "answers/s"},
+            {"stage": "PPO update", "per_step": f"{config.ppo_epochs} epochs × {config.batch_size // config.minibatch_size} "
+             f"minibatches", "seconds_per_step": mean("update_s"), "throughput": config.batch_size / mean("update_s"),
+             "unit": "answers/s"}]
+
+
+def run_all() -> list[dict]:
+    from .pipeline import comparison_data, records, reward_groups, sft_model, SFT_DIR
+    from .reward import reward_model_from_policy
+
+    set_seed(0)
+    model, tokenizer = sft_model(progress=False)
+    rows = [bench_pretrain(tokenizer, [r["text"] for r in records("corpus", "train")[:400]]),
+            bench_sft(model, tokenizer, records("demonstrations", "train")),
+            bench_reward(reward_model_from_policy(SFT_DIR / "model"), tokenizer,
+                         reward_groups(comparison_data(progress=False))[0])]
+    return rows + bench_ppo()
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| stage | one step | seconds per step | throughput |", "|---|---|---|---|"]
+    for r in rows:
+        seconds = "" if r["seconds_per_step"] is None else f"{r['seconds_per_step']:.2f}"
+        lines.append(f"| {r['stage']} | {r['per_step']} | {seconds} | {r['throughput']:,.0f} {r['unit']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(rows: list[dict], out_dir: Path = RUNS_DIR) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, js = out_dir / "bench.md", out_dir / "bench.json"
+    md.write_text(markdown(rows), encoding="utf-8")
+    js.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    return md, js
