@@ -32,3 +32,22 @@ def test_prompts_rebuild_tasks_that_the_checker_can_score(split):
 
 def test_facts_file_is_the_worlds_truth():
     assert read_jsonl(DATA_DIR / "world" / "facts.jsonl") == load_world(0).facts.to_records()
+
+
+def test_shipped_base_models_share_the_tokenizer_and_the_large_one_is_several_times_bigger():
+    """Notebook 07's stand-in for GPT-3: the config `pretrain --large` builds, a better validation loss."""
+    import json
+
+    from rlhf_lab.config import ModelConfig
+    from rlhf_lab.models import count_parameters, load_policy
+
+    small, small_tok = load_policy(DATA_DIR / "base-model", device="cpu")
+    large, large_tok = load_policy(DATA_DIR / "base-model-large", device="cpu")
+    config = ModelConfig.large()
+    assert (large.config.n_embd, large.config.n_layer, large.config.n_head) == (config.n_embd, config.n_layer,
+                                                                                config.n_head)
+    assert count_parameters(large) > 3 * count_parameters(small)
+    assert small_tok.get_vocab() == large_tok.get_vocab()
+    loss = {name: json.loads((DATA_DIR / name / "pretrain_history.json").read_text())[-1]["valid_loss"]
+            for name in ("base-model", "base-model-large")}
+    assert loss["base-model-large"] < loss["base-model"]
