@@ -13,7 +13,9 @@ import torch
 
 from .config import ModelConfig, PPOConfig, PretrainConfig, RewardConfig
 from .data import collate, encode_demonstrations
+from .models import build_policy
 from .pretrain import _optimizer, gradient_step, pack_documents
+from .reward import train_reward_model
 from .utils import RUNS_DIR, set_seed
 
 
@@ -27,8 +29,7 @@ def _timed(step, n: int) -> float:
 
 
 def bench_pretrain(tokenizer, texts: list[str], steps: int = 5) -> dict:
-    from .models import build_policy
-
+    """A freshly built course-size model on full 16 × 256-token batches."""
     config = PretrainConfig()
     model = build_policy(ModelConfig(), tokenizer)
     model.train()
@@ -41,6 +42,7 @@ def bench_pretrain(tokenizer, texts: list[str], steps: int = 5) -> dict:
 
 
 def bench_sft(model, tokenizer, demonstrations: list[dict], steps: int = 5) -> dict:
+    """One batch of 32 demonstrations, trained in place (pass a model you do not need afterwards)."""
     batch = collate(encode_demonstrations(tokenizer, demonstrations[:32], max_length=192), tokenizer.pad_token_id)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -51,19 +53,21 @@ def bench_sft(model, tokenizer, demonstrations: list[dict], steps: int = 5) -> d
 
 
 def bench_reward(model, tokenizer, groups: list[dict], steps: int = 5) -> dict:
-    from .reward import train_reward_model
-
+    """`train_reward_model` itself, on `steps` batches of rankings after a one-batch warm-up (no validation)."""
     config = RewardConfig()
-    chunk = groups[:config.groups_per_batch * (steps + 1)]
+    size = config.groups_per_batch
+    train_reward_model(model, tokenizer, groups[:size], [], config, progress=False)
+    chunk = groups[size:size * (steps + 1)]
     start = time.perf_counter()
     train_reward_model(model, tokenizer, chunk, [], config, progress=False)
     seconds = time.perf_counter() - start
     answers = sum(len(g["completions"]) for g in chunk)
-    return {"stage": "reward model", "per_step": f"{config.groups_per_batch} rankings",
-            "seconds_per_step": seconds / (steps + 1), "throughput": answers / seconds, "unit": "answers/s"}
+    return {"stage": "reward model", "per_step": f"{size} rankings", "seconds_per_step": seconds / steps,
+            "throughput": answers / seconds, "unit": "answers/s"}
 
 
 def bench_ppo(steps: int = 3) -> list[dict]:
+    """Sampling, rollout and update times of full PPO steps with the course's models and config."""
     from .pipeline import ppo_trainer
 
     config = PPOConfig()
@@ -86,7 +90,8 @@ def bench_ppo(steps: int = 3) -> list[dict]:
 
 
 def run_all() -> list[dict]:
-    from .pipeline import comparison_data, records, reward_groups, sft_model, SFT_DIR
+    """Every stage, in pipeline order."""
+    from .pipeline import SFT_DIR, comparison_data, records, reward_groups, sft_model
     from .reward import reward_model_from_policy
 
     set_seed(0)
@@ -107,6 +112,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def write(rows: list[dict], out_dir: Path = RUNS_DIR) -> tuple[Path, Path]:
+    """runs/bench.md (the table) and runs/bench.json (the numbers)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md, js = out_dir / "bench.md", out_dir / "bench.json"
     md.write_text(markdown(rows), encoding="utf-8")
