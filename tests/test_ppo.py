@@ -228,6 +228,16 @@ def make_trainer(tiny_model, tiny_tokenizer, policy_path, score_fn, config, reco
                       tiny_tokenizer, score_fn, records, config)
 
 
+def perturbed_copy(model, std=0.05):
+    """A seeded, slightly perturbed copy of `model`: a reference the policy really disagrees with."""
+    torch.manual_seed(0)
+    reference = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(torch.randn_like(p) * std)
+    return reference
+
+
 def constant_scores(sequences, attention_mask, texts):
     return torch.arange(len(texts)).float() + 1.0  # row i scores i + 1
 
@@ -260,11 +270,7 @@ def test_rollout_puts_the_score_on_the_last_real_token_only(tiny_model, tiny_tok
 
 
 def test_rollout_shapes_kl_into_the_rewards_and_matches_unpadded_forwards(tiny_model, tiny_tokenizer, policy_path):
-    torch.manual_seed(0)
-    reference = copy.deepcopy(tiny_model)
-    with torch.no_grad():
-        for p in reference.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    reference = perturbed_copy(tiny_model)
     config = PPOConfig.smoke()
     config.kl_coef, config.missing_eos_penalty, config.seed = 0.3, None, 3
     trainer = make_trainer(tiny_model, tiny_tokenizer, policy_path, constant_scores, config, reference=reference)
@@ -334,11 +340,7 @@ def test_short_ppo_run_raises_a_trivially_learnable_reward(tiny_model, tiny_toke
 def test_evaluate_is_repeatable_and_matches_a_direct_computation(tiny_model, tiny_tokenizer, policy_path):
     """Same seed every call: the same answers, so evaluation curves carry no sampling noise of their own;
     training's sampling stream is left alone; KL is k1 summed per answer, gold and reward are means."""
-    torch.manual_seed(0)
-    reference = copy.deepcopy(tiny_model)
-    with torch.no_grad():
-        for p in reference.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    reference = perturbed_copy(tiny_model)
     config = PPOConfig.smoke()
     config.missing_eos_penalty, config.seed = None, 3
     trainer = make_trainer(tiny_model, tiny_tokenizer, policy_path, constant_scores, config, reference=reference)
