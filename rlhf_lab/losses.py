@@ -106,14 +106,16 @@ def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantag
                     mask: torch.Tensor, clip: float = 0.2) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped surrogate: −min(ρA, clip(ρ, 1 ± ε)A), ρ = π/π_old, averaged over tokens.
 
-    Also returns the share of tokens where clipping was active and the approximate KL to the
-    rollout policy (k3 estimate), the two numbers that say whether an update went too far.
+    Also returns the share of tokens where clipping was active and approx_kl, the k3 estimate
+    (ρ − 1) − log ρ of KL(π_old ‖ π): the two numbers that say whether an update went too far.
+    The tokens were sampled from π_old, under which ρ − 1 has mean 0, so the mean is
+    E_old[−log ρ] = KL(π_old ‖ π); with π_old/π in place of ρ it would not be a KL at all.
     """
     ratio = torch.exp(logprobs - old_logprobs)
     unclipped, clipped = -advantages * ratio, -advantages * ratio.clamp(1 - clip, 1 + clip)
     loss = masked_mean(torch.maximum(unclipped, clipped), mask)
     with torch.no_grad():
-        log_ratio = old_logprobs - logprobs
+        log_ratio = logprobs - old_logprobs
         stats = {"clip_fraction": masked_mean((clipped > unclipped).float(), mask).item(),
                  "approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, mask).item()}
     return loss, stats

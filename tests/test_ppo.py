@@ -62,7 +62,7 @@ def test_policy_loss_clipping_by_hand():
     # per token max(−ρA, −clip(ρ)A): −1.2, 1.5, −0.5 | 0.8, −2.2
     assert loss.item() == pytest.approx((-1.2 + 1.5 - 0.5 + 0.8 - 2.2) / 5, abs=1e-6)
     assert stats["clip_fraction"] == pytest.approx(2 / 5)
-    k3 = [1 / r - 1 + math.log(r) for r in (1.5, 1.5, 0.5, 0.5, 1.1)]  # r = π_old/π: (1/ρ − 1) − log(1/ρ)
+    k3 = [r - 1 - math.log(r) for r in (1.5, 1.5, 0.5, 0.5, 1.1)]  # (ρ − 1) − log ρ
     assert stats["approx_kl"] == pytest.approx(sum(k3) / 5, rel=1e-5)
     loss.backward()
     # d/d log π of −ρA/5 = −ρA/5 on unclipped tokens; exactly zero on clipped ones and padding
@@ -79,6 +79,22 @@ def test_policy_loss_is_minus_mean_advantage_when_nothing_moved():
     loss, stats = ppo_policy_loss(logprobs, logprobs.clone(), advantages, mask)
     assert loss.item() == pytest.approx(-(advantages * mask).sum().item() / mask.sum().item(), abs=1e-6)
     assert stats["clip_fraction"] == 0 and stats["approx_kl"] == pytest.approx(0, abs=1e-7)
+
+
+def test_approx_kl_estimates_kl_from_the_rollout_policy_to_the_new_one():
+    """Tokens sampled from π_old, as in a rollout; a large move to π: the mean of approx_kl is
+    KL(π_old ‖ π) = Σ p_old log(p_old / p), summed by hand, and not the reverse KL."""
+    p_old, p_new = [0.7, 0.2, 0.1], [0.05, 0.15, 0.8]
+    forward = sum(a * math.log(a / b) for a, b in zip(p_old, p_new))
+    reverse = sum(b * math.log(b / a) for a, b in zip(p_old, p_new))
+    assert forward - reverse > 0.2  # the two directions really differ here
+    tokens = torch.multinomial(torch.tensor(p_old), 100_000, replacement=True,
+                               generator=torch.Generator().manual_seed(0))[None]
+    old, new = torch.tensor(p_old).log()[tokens], torch.tensor(p_new).log()[tokens]
+    _, stats = ppo_policy_loss(new, old, torch.zeros_like(old), torch.ones_like(old))
+    # per-token standard deviation of k3 here is 1.26, so the standard error is 0.004
+    assert stats["approx_kl"] == pytest.approx(forward, abs=0.02)
+    assert abs(stats["approx_kl"] - reverse) > 0.15
 
 
 def test_value_loss_by_hand_clipped_and_unclipped():
