@@ -32,18 +32,25 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def ranking_loss(rewards: torch.Tensor, winners: torch.Tensor, losers: torch.Tensor,
                  groups: torch.Tensor | None = None) -> torch.Tensor:
-    """The reward model's loss: −1/C(K,2) · Σ log σ(r(x, y_w) − r(x, y_l)) within each
-    ranking, averaged over rankings.
+    """The reward model's loss: −1/P_k · Σ log σ(r(x, y_w) − r(x, y_l)) over the P_k untied pairs
+    of each ranking k, averaged over the rankings that have pairs. P_k is the paper's C(K,2) when
+    nothing is tied; tied pairs carry no preference, so they count in neither sum nor divisor.
 
     rewards: (N,) one score per answer; winners, losers: (P,) indices into it per pair;
-    groups: (P,) which ranking each pair comes from (None: every pair weighs the same).
+    groups: (P,) which ranking each pair comes from (None: every pair weighs the same). A
+    ranking without pairs (all tied) is skipped; a batch without any pair raises ValueError,
+    like `sft_loss`: there is nothing to learn from, and a silent 0 would still step the optimizer.
     """
+    if winners.numel() == 0:
+        raise ValueError("no pairs in this batch: it is empty, or every ranking in it is a complete tie")
     nll = -F.logsigmoid(rewards[winners] - rewards[losers])
     if groups is None:
         return nll.mean()
     n_groups = int(groups.max()) + 1
     per_group = torch.zeros(n_groups, dtype=nll.dtype, device=nll.device).index_add(0, groups, nll)
-    return (per_group / torch.bincount(groups, minlength=n_groups)).mean()
+    counts = torch.bincount(groups, minlength=n_groups)
+    has_pairs = counts > 0
+    return (per_group[has_pairs] / counts[has_pairs]).mean()
 
 
 # --- PPO ---------------------------------------------------------------------------------

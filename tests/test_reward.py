@@ -20,7 +20,9 @@ from rlhf_lab.reward import (agreement_with_ceiling, as_pairs, calibration, grou
 
 
 def slow_ranking_loss(rewards, rankings):
-    """Direct formula: for each ranking, −1/C(K,2) Σ over its pairs of log σ(r_w − r_l); mean over rankings."""
+    """Direct formula: for each ranking, −1/(its pairs) Σ over its pairs of log σ(r_w − r_l); mean over
+    the rankings that have pairs."""
+    rankings = [pairs for pairs in rankings if pairs]
     total = 0.0
     for pairs in rankings:
         total = total + sum(-torch.log(torch.sigmoid(rewards[w] - rewards[l])) for w, l in pairs) / len(pairs)
@@ -45,6 +47,26 @@ def test_ranking_loss_matches_the_slow_reference_in_value_and_gradient():
     # without groups every pair weighs the same: the plain mean
     plain = ranking_loss(r1.detach(), winners, losers)
     assert torch.allclose(plain, -torch.nn.functional.logsigmoid(r1.detach()[winners] - r1.detach()[losers]).mean())
+
+
+def test_ranking_loss_skips_a_ranking_without_pairs_and_refuses_a_batch_without_any():
+    torch.manual_seed(0)
+    # ranking 1 (answers 3, 4) is a complete tie: no pairs, so group id 1 never occurs
+    rankings = [[(0, 1), (0, 2), (1, 2)], [], [(5, 6)]]
+    winners = torch.tensor([w for r in rankings for w, _ in r])
+    losers = torch.tensor([l for r in rankings for _, l in r])
+    groups = torch.tensor([g for g, r in enumerate(rankings) for _ in r])
+    r1 = torch.randn(7, requires_grad=True)
+    r2 = r1.detach().clone().requires_grad_(True)
+    fast, slow = ranking_loss(r1, winners, losers, groups), slow_ranking_loss(r2, rankings)
+    fast.backward()
+    slow.backward()
+    assert torch.isfinite(fast) and torch.allclose(fast, slow, atol=1e-6)
+    assert torch.allclose(r1.grad, r2.grad, atol=1e-6)
+    none = torch.tensor([], dtype=torch.long)
+    for g in (none, None):
+        with pytest.raises(ValueError, match="no pairs in this batch"):
+            ranking_loss(torch.zeros(3), none, none, g)
 
 
 def test_ranking_loss_is_log2_when_all_scores_are_equal():
