@@ -81,15 +81,21 @@ def kl_estimators(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> dict[st
 
 
 def exact_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
-    """Per-position KL(π ‖ π_ref) summed over the whole vocabulary: what the estimators estimate."""
+    """Per-position KL(π ‖ π_ref) summed over the whole vocabulary: what the estimators estimate.
+
+    Tokens of probability 0 under π (−inf logits: masked vocabulary) add 0, where the plain
+    product would be 0·(−inf) = NaN; a token π can pick and π_ref excludes makes the KL +inf.
+    """
     logp, ref_logp = torch.log_softmax(logits.float(), dim=-1), torch.log_softmax(ref_logits.float(), dim=-1)
-    return (logp.exp() * (logp - ref_logp)).sum(dim=-1)
+    p = logp.exp()
+    return (p * (logp - ref_logp).masked_fill(p == 0, 0.0)).sum(dim=-1)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Per-position entropy of softmax(logits), in nats."""
+    """Per-position entropy of softmax(logits), in nats; tokens of probability 0 (−inf logits) add 0."""
     logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1)
+    p = logp.exp()
+    return -(p * logp.masked_fill(p == 0, 0.0)).sum(dim=-1)
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,

@@ -124,6 +124,21 @@ def test_exact_kl_and_entropy_against_direct_sums():
     assert torch.allclose(entropy(logits), -(p * p.log()).sum(-1), atol=1e-6)
 
 
+def test_exact_kl_and_entropy_with_masked_vocabulary_entries():
+    """−inf logits (tokens masked out) have probability 0 and add 0·log 0 = 0, not NaN.
+    π = (1/4, 3/4, 0, 0), π_ref = (1/3, 1/3, 1/3, 0)."""
+    inf = float("inf")
+    logits = torch.tensor([0.0, math.log(3), -inf, -inf], requires_grad=True)
+    ref_logits = torch.tensor([0.0, 0.0, 0.0, -inf])
+    kl, h = exact_kl(logits, ref_logits), entropy(logits)
+    assert kl.item() == pytest.approx(0.25 * math.log(0.25 * 3) + 0.75 * math.log(0.75 * 3), abs=1e-6)
+    assert h.item() == pytest.approx(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)), abs=1e-6)
+    (kl + h).backward()
+    assert torch.isfinite(logits.grad).all()
+    # π_ref excludes a token π picks: the KL is infinite, not NaN
+    assert exact_kl(ref_logits, logits.detach()).item() == inf
+
+
 def _sample_estimators(logits, ref_logits, n, sample_temperature=1.0, seed=0):
     generator = torch.Generator().manual_seed(seed)
     tokens = torch.multinomial((logits / sample_temperature).softmax(-1), n, replacement=True, generator=generator)
