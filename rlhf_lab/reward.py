@@ -202,13 +202,17 @@ def agreement_with_ceiling(events: list[dict], scores_by_prompt: dict[str, list[
     return {"rm": rm_agree / n, "labelers": labeler_agree / n, "pairs": int(n)}
 
 
-def calibration(groups: list[dict], scores: list[list[float]], bins: int = 10) -> list[dict]:
+def calibration(groups: list[dict], scores: list[list[float]], bins: int = 10, seed: int = 0) -> list[dict]:
     """Predicted P(i ≻ j) = σ(r_i − r_j) against how often i was chosen, in equal-width bins.
-    Each pair is read in its index order (i < j), so both outcomes occur."""
+
+    A seeded coin flip per pair picks which answer is i, so the orientation never depends on
+    who won and both outcomes occur. (Index order would not do: `ranking_groups` numbers the
+    answers roughly best first, so the lower index nearly always won.)"""
+    rng = random.Random(seed)
     counts = [[0, 0.0, 0.0] for _ in range(bins)]
-    for g, s in zip(groups, scores):
+    for g, s in zip(groups, scores, strict=True):
         for w, l in g["pairs"]:
-            i, j = min(w, l), max(w, l)
+            i, j = (w, l) if rng.random() < 0.5 else (l, w)
             p = 1 / (1 + math.exp(-(s[i] - s[j])))
             b = counts[min(int(p * bins), bins - 1)]
             b[0] += 1

@@ -155,12 +155,46 @@ def test_pair_metrics_agreement_and_calibration_by_hand():
     expected = (2 * -math.log(1 / (1 + math.exp(-1))) + math.log(2)) / 3
     assert metrics["log_loss"] == pytest.approx(expected)
     bins = calibration(groups, [[2.0, 1.0, 1.0]], bins=2)
-    assert sum(b["pairs"] for b in bins) == 3 and bins[-1]["observed"] == 1.0
+    assert sum(b["pairs"] for b in bins) == 3
     events = [{"prompt_id": "p", "labeler_id": "a", "ranking": [[0], [1], [2]]},
               {"prompt_id": "p", "labeler_id": "b", "ranking": [[1], [0], [2]]}]
     result = agreement_with_ceiling(events, {"p": [3.0, 2.0, 1.0]})
     # shared pairs (0,1) (0,2) (1,2): labelers agree on 2 of 3; RM agrees with a on all 3, with b on 2
     assert result["labelers"] == pytest.approx(2 / 3) and result["rm"] == pytest.approx(5 / 6)
+
+
+def _two_answer_comparisons(n, score_fn, seed=0):
+    """n one-pair rankings whose winner is drawn with P(a ≻ b) = σ(score(a) − score(b)), as TRL
+    records, and the scores by text: data a perfectly calibrated scorer would have produced."""
+    rng = random.Random(seed)
+    records, score = [], {}
+    for k in range(n):
+        a, b = f"answer a{k}", f"answer b{k}"
+        score[a], score[b] = score_fn(rng), score_fn(rng)
+        w, l = (a, b) if rng.random() < 1 / (1 + math.exp(score[b] - score[a])) else (b, a)
+        records.append({"prompt": [{"role": "user", "content": "Q"}], "chosen": [{"role": "assistant", "content": w}],
+                        "rejected": [{"role": "assistant", "content": l}], "prompt_id": f"p{k}",
+                        "annotation_id": f"t0/p{k}", "labeler_id": "t0"})
+    groups = ranking_groups(records)
+    return groups, [[score[c] for c in g["completions"]] for g in groups]
+
+
+def _close(bin_, n_se=4.0):
+    p = bin_["predicted"]
+    return abs(bin_["observed"] - p) < n_se * math.sqrt(max(p * (1 - p), 0.01) / bin_["pairs"])
+
+
+def test_calibration_of_a_perfectly_calibrated_scorer_and_of_a_constant_one():
+    groups, scores = _two_answer_comparisons(4000, lambda rng: rng.gauss(0, 1.5))
+    bins = calibration(groups, scores)
+    populated = [b for b in bins if b["pairs"] >= 200]
+    assert len(populated) >= 6 and sum(b["pairs"] for b in bins) == 4000
+    assert all(_close(b) for b in populated), bins
+    assert min(b["observed"] for b in populated) < 0.2  # both outcomes occur, not "the lower index won"
+    # a scorer that says 0 for everything: every pair predicted ½ (bin 5 of 10), and right about it
+    groups, scores = _two_answer_comparisons(2000, lambda rng: 0.0)
+    (only,) = calibration(groups, scores)
+    assert only["predicted"] == 0.5 and only["pairs"] == 2000 and _close(only)
 
 
 def test_shift_is_exact_and_survives_save_and_load(tiny_rm, tiny_tokenizer, tmp_path):
