@@ -86,9 +86,19 @@ def shift_rewards(model, offset: float) -> None:
 
 # --- data: rankings as groups ------------------------------------------------------------
 
+def _consistent_pairs(pairs: list[tuple[int, int]], texts: list[str]) -> list[tuple[int, int]]:
+    """(winner, loser) pairs of one ranking without those a repeated text makes meaningless: a text
+    against itself, and a pair of texts stated both ways (a labeler who put one text both above
+    and below another has said neither). A pair stated twice is kept once."""
+    stated = {(texts[w], texts[l]) for w, l in pairs}
+    return [(w, l) for w, l in dict.fromkeys(pairs) if texts[w] != texts[l] and (texts[l], texts[w]) not in stated]
+
+
 def ranking_groups(comparisons: list[dict]) -> list[dict]:
     """TRL pairs -> one group per annotation: its prompt, distinct answers, and (winner, loser)
-    index pairs. Order follows the first appearance of each annotation and answer."""
+    index pairs. Order follows the first appearance of each annotation and answer. One text
+    ranked twice is one answer, so its pairs go through `_consistent_pairs`; a ranking left
+    without pairs is dropped."""
     groups: dict[str, dict] = {}
     for c in comparisons:
         g = groups.setdefault(c["annotation_id"], {
@@ -101,17 +111,21 @@ def ranking_groups(comparisons: list[dict]) -> list[dict]:
                 g["completions"].append(text)
             index.append(g["completions"].index(text))
         g["pairs"].append(tuple(index))
-    return list(groups.values())
+    for g in groups.values():
+        g["pairs"] = _consistent_pairs(g["pairs"], g["completions"])
+    return [g for g in groups.values() if g["pairs"]]
 
 
 def groups_from_rankings(events: list[dict], items_by_prompt: dict[str, dict]) -> list[dict]:
-    """Submit events (with their items' outputs) -> groups, keeping repeated answers apart."""
+    """Submit events (with their items' outputs) -> groups, keeping repeated answers apart; pairs
+    between repeated texts go through `_consistent_pairs`."""
     groups = []
     for e in events:
         item = items_by_prompt[e["prompt_id"]]
+        pairs = [(i, j) if p > 0 else (j, i) for (i, j), p in preferences(e["ranking"]).items()]
         groups.append({"annotation_id": f"{e['labeler_id']}/{e['prompt_id']}", "prompt_id": e["prompt_id"],
                        "labeler_id": e["labeler_id"], "prompt": item["prompt"], "completions": item["outputs"],
-                       "pairs": [(i, j) if p > 0 else (j, i) for (i, j), p in preferences(e["ranking"]).items()]})
+                       "pairs": _consistent_pairs(pairs, item["outputs"])})
     return groups
 
 

@@ -11,12 +11,13 @@ from transformers import AutoModelForSequenceClassification
 
 from rlhf_lab.config import RewardConfig
 from rlhf_lab.data import encode_example
+from rlhf_lab.feedback import comparisons, submit_event
 from rlhf_lab.losses import ranking_loss
 from rlhf_lab.models import save_model
 from rlhf_lab.reward import (agreement_with_ceiling, as_pairs, calibration, group_batch, encode_groups,
-                             labeler_folds, last_token_index, load_reward_model, normalize, pair_metrics,
-                             ranking_groups, reward_model_from_policy, rewards, score_texts, shift_rewards,
-                             token_scores, train_reward_model)
+                             groups_from_rankings, labeler_folds, last_token_index, load_reward_model, normalize,
+                             pair_metrics, ranking_groups, reward_model_from_policy, rewards, score_texts,
+                             shift_rewards, token_scores, train_reward_model)
 
 
 def slow_ranking_loss(rewards, rankings):
@@ -138,6 +139,32 @@ def test_ranking_groups_put_each_answer_once_and_keep_pairs_of_one_ranking_toget
     pairs = as_pairs(groups)
     assert len(pairs) == 5 and all(p["pairs"] == [(0, 1)] for p in pairs)
     assert [p["completions"] for p in pairs][2] == ["b", "c"]
+
+
+def _stated_preferences(outputs, tiers):
+    """Slow reference: every (x, y) of distinct texts where some copy of x sits in a better tier than
+    some copy of y, unless some copy of y also sits in a better tier than some copy of x."""
+    tier_of = {i: t for t, tier in enumerate(tiers) for i in tier}
+    better = {(outputs[i], outputs[j]) for i in tier_of for j in tier_of
+              if outputs[i] != outputs[j] and tier_of[i] < tier_of[j]}
+    return {(x, y) for x, y in better if (y, x) not in better}
+
+
+@pytest.mark.parametrize("tiers", [[[0], [1], [2], [3], [4]], [[2], [0, 4], [1], [3]], [[1], [0, 3], [2, 4]],
+                                   [[0], [1], [3], [2], [4]]])
+def test_a_text_ranked_twice_gives_no_self_pair_and_no_contradiction(tiers):
+    """Outputs 0 and 2 are the same text, and so are 1 and 4: a human may still rank the copies apart.
+    In the last ranking every pair of texts is stated both ways, so nothing is left."""
+    outputs = ["A", "B", "A", "C", "B"]
+    prompt = [{"role": "user", "content": "Q"}]
+    event = submit_event("p", "h0", tiers, list(range(5)), [4] * 5, [{}] * 5)
+    groups = ranking_groups(comparisons([event], {"p": {"prompt": prompt, "outputs": outputs}}))
+    texts = [(g["completions"][w], g["completions"][l]) for g in groups for w, l in g["pairs"]]
+    assert len(texts) == len(set(texts)) and set(texts) == _stated_preferences(outputs, tiers)
+    assert len(groups) == (1 if texts else 0)  # a ranking with nothing left to learn from is dropped
+    (kept_apart,) = groups_from_rankings([event], {"p": {"prompt": prompt, "outputs": outputs}})
+    texts = {(outputs[w], outputs[l]) for w, l in kept_apart["pairs"]}
+    assert texts == _stated_preferences(outputs, tiers)
 
 
 def test_group_batch_indexes_winners_and_losers_into_the_flat_answer_list(tiny_tokenizer):
