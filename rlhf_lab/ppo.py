@@ -117,6 +117,9 @@ class PPOTrainer:
         self.score_std = RunningStd()
         self.rng = random.Random(config.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        # PPO-ptx draws its corpus blocks from a stream of its own: turning it on leaves the
+        # prompts, samples and minibatches of a seed as they were, so PPO and PPO-ptx compare.
+        self.ptx_generator = torch.Generator().manual_seed(random.Random(f"ptx-{config.seed}").randrange(2 ** 63))
         self.order: list[int] = []
         self.step_count = 0
         self.evaluations: list[dict] = []
@@ -207,8 +210,7 @@ class PPOTrainer:
 
     def _ptx_loss(self) -> torch.Tensor:
         """Mean next-token NLL on random corpus blocks: −E_pretrain[log π(x)] of PPO-ptx."""
-        rows = torch.randint(len(self.ptx_blocks), (self.config.ptx_batch_size,), generator=torch.Generator().manual_seed(
-            self.rng.randrange(2 ** 31)))
+        rows = torch.randint(len(self.ptx_blocks), (self.config.ptx_batch_size,), generator=self.ptx_generator)
         blocks = self.ptx_blocks[rows].to(self.device)
         return self.policy(input_ids=blocks, labels=blocks).loss
 

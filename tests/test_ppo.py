@@ -247,7 +247,7 @@ def generations(monkeypatch):
 
 
 def make_trainer(tiny_model, tiny_tokenizer, policy_path, score_fn, config, records=RECORDS, reference=None,
-                 value_head_std=0.5):
+                 value_head_std=0.5, ptx_blocks=None):
     """Policy and reference are copies of the tiny model; the value model is the RM made from it, with a
     seeded random head by default (non-zero values, so their placement is tested)."""
     policy = copy.deepcopy(tiny_model)
@@ -256,7 +256,7 @@ def make_trainer(tiny_model, tiny_tokenizer, policy_path, score_fn, config, reco
         head = value_model.score.weight
         head.copy_(torch.randn(head.shape, generator=torch.Generator().manual_seed(0)) * value_head_std)
     return PPOTrainer(policy, reference if reference is not None else copy.deepcopy(tiny_model), value_model,
-                      tiny_tokenizer, score_fn, records, config)
+                      tiny_tokenizer, score_fn, records, config, ptx_blocks=ptx_blocks)
 
 
 def perturbed_copy(model, std=0.05):
@@ -339,6 +339,24 @@ def test_a_nan_loss_raises_naming_the_step(tiny_model, tiny_tokenizer, policy_pa
     with pytest.raises(FloatingPointError, match="PPO step 0: the policy loss is nan"):
         trainer.update(rollout)
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters()))  # nothing was applied
+
+
+def test_ptx_leaves_the_ppo_random_streams_alone(tiny_model, tiny_tokenizer, policy_path, generations):
+    """Same seed with ptx_coef 0 and > 0: the same prompts, samples and minibatch shuffles. lr = 0 keeps
+    the policy fixed, so any difference in the second rollout could only come from the random streams."""
+    blocks = torch.randint(len(tiny_tokenizer), (6, 16), generator=torch.Generator().manual_seed(0))
+    runs = []
+    for ptx_coef in (0.0, 1e-6):
+        config = PPOConfig.smoke()
+        config.missing_eos_penalty, config.lr, config.ptx_coef = None, 0.0, ptx_coef
+        trainer = make_trainer(tiny_model, tiny_tokenizer, policy_path, constant_scores, config, ptx_blocks=blocks)
+        history = [trainer.step() for _ in range(2)]
+        assert ("ptx_loss" in history[-1]) == (ptx_coef > 0)
+        runs.append((generations[-1].sequences, [r["prompt_id"] for r in trainer.last_rollout.records],
+                     trainer.rng.getstate(), trainer.generator.get_state()))
+    (seq_a, ids_a, rng_a, gen_a), (seq_b, ids_b, rng_b, gen_b) = runs
+    assert ids_a == ids_b and torch.equal(seq_a, seq_b)
+    assert rng_a == rng_b and torch.equal(gen_a, gen_b)
 
 
 # --- a short run learns ------------------------------------------------------------------
