@@ -101,6 +101,10 @@ class PPOTrainer:
         self.tokenizer, self.score_fn, self.gold_fn, self.config = tokenizer, score_fn, gold_fn, config
         self.records = prompt_records
         self.ptx_blocks = ptx_blocks
+        if not config.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {config.temperature}; PPO needs a stochastic policy: "
+                             f"its ratio and KL penalty are log-probabilities at that temperature of sampled "
+                             f"tokens, and greedy decoding (0) has none")
         if config.ptx_coef > 0 and ptx_blocks is None:
             raise ValueError("ptx_coef > 0 needs pretraining text: pass ptx_blocks (see pretrain.pack_documents)")
         for model in (policy, reference, value_model):

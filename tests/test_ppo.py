@@ -329,6 +329,14 @@ def test_rollout_shapes_kl_into_the_rewards_and_matches_unpadded_forwards(tiny_m
         assert values.abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("temperature", [0.0, -1.0])
+def test_a_temperature_that_is_not_positive_is_refused(tiny_model, tiny_tokenizer, policy_path, temperature):
+    config = PPOConfig.smoke()
+    config.temperature = temperature
+    with pytest.raises(ValueError, match="temperature must be > 0.*stochastic policy"):
+        make_trainer(tiny_model, tiny_tokenizer, policy_path, constant_scores, config)
+
+
 def test_a_nan_loss_raises_naming_the_step(tiny_model, tiny_tokenizer, policy_path):
     config = PPOConfig.smoke()
     config.missing_eos_penalty = None
