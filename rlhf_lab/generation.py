@@ -26,8 +26,10 @@ class Generation:
     prompt_mask: torch.Tensor  # (B, P) 1 on real prompt tokens
     response_ids: torch.Tensor  # (B, T) sampled tokens, pad after the stop
     response_mask: torch.Tensor  # (B, T) 1 on sampled tokens up to and including the stop
-    # (B, T) log pi(token | context) under the model's own distribution (temperature 1,
-    # no top-p: what PPO's ratio and KL need); 0 where response_mask is 0.
+    # (B, T) log pi(token | context) under the model's own distribution (temperature 1, no
+    # top-p); 0 where response_mask is 0. Only when sampling used temperature 1 and top_p 1 is
+    # that the distribution the tokens came from. PPO's ratio and KL need log-probs at the
+    # sampling temperature, for policy and reference alike, so ppo recomputes them.
     logprobs: torch.Tensor
 
     @property

@@ -300,10 +300,13 @@ def test_rollout_puts_the_score_on_the_last_real_token_only(tiny_model, tiny_tok
     assert (rollout.logprobs[rollout.mask == 0] == 0).all() and (rollout.values[rollout.mask == 0] == 0).all()
 
 
-def test_rollout_shapes_kl_into_the_rewards_and_matches_unpadded_forwards(tiny_model, tiny_tokenizer, policy_path):
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_rollout_shapes_kl_into_the_rewards_and_matches_unpadded_forwards(tiny_model, tiny_tokenizer, policy_path,
+                                                                          temperature):
+    """Log-probs (policy and reference) are those of softmax(logits / T) at the sampling temperature T."""
     reference = perturbed_copy(tiny_model)
     config = PPOConfig.smoke()
-    config.kl_coef, config.missing_eos_penalty, config.seed = 0.3, None, 3
+    config.kl_coef, config.missing_eos_penalty, config.seed, config.temperature = 0.3, None, 3, temperature
     trainer = make_trainer(tiny_model, tiny_tokenizer, policy_path, constant_scores, config, reference=reference)
     r, stats = trainer.rollout(RECORDS)
     mask, lengths = r.mask, r.mask.sum(1).long()
@@ -322,7 +325,8 @@ def test_rollout_shapes_kl_into_the_rewards_and_matches_unpadded_forwards(tiny_m
         assert torch.equal(tokens, r.response_ids[row, :n])
         with torch.no_grad():
             for model, got in ((trainer.policy, r.logprobs), (reference, r.ref_logprobs)):
-                logp = model(input_ids=ids).logits[0, n_prompt - 1:n_prompt + n - 1].log_softmax(-1)
+                logits = model(input_ids=ids).logits[0, n_prompt - 1:n_prompt + n - 1]
+                logp = (logits / temperature).log_softmax(-1)
                 assert torch.allclose(got[row, :n], logp.gather(-1, tokens[:, None])[:, 0], atol=1e-4)
             values = token_scores(trainer.value_model, ids, torch.ones_like(ids))[0, n_prompt - 1:n_prompt + n - 1]
         assert torch.allclose(r.values[row, :n], values, atol=1e-4)
