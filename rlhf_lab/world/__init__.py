@@ -14,6 +14,7 @@ from .claims import Claim, ClaimReader
 from .closed_tasks import Classification, ClosedQA, Extraction, Rewrite, Summarization
 from .facts import Creature, Facts, make_facts
 from .open_tasks import Brainstorming, Chat, Generation, Harmful, OpenQA, Other
+from .style import Lexicon
 from .tasks import Family, Task
 
 FAMILY_CLASSES = (Generation, OpenQA, Brainstorming, Chat, Rewrite, Summarization,
@@ -28,6 +29,7 @@ class World:
         self.facts = make_facts(seed, n_creatures)
         self.reader = ClaimReader(self.facts)
         self.families: dict[str, Family] = {cls.name: cls(self.facts, self.reader) for cls in FAMILY_CLASSES}
+        self.lexicon = Lexicon.of_world(self)
 
     def family(self, name: str) -> Family:
         if name not in self.families:
@@ -46,7 +48,7 @@ class World:
         return self.family(task.family).demonstrate(task, rng)
 
     def score(self, task: Task, response: str) -> Score:
-        return score(self.family(task.family), task, response)
+        return score(self.family(task.family), task, response, self.lexicon)
 
     @staticmethod
     def task_from_record(record: dict) -> Task:

@@ -12,7 +12,7 @@ from . import sentences as say
 from .claims import TOXIC_WORDS, split_sentences, words
 from .facts import NUMBER_WORDS, PERSON_NAMES, PET_NAMES, number_word
 from .open_tasks import story
-from .tasks import Family, Judgement, Task, concise, user
+from .tasks import Family, Judgement, Task, concise, count_fit, user
 
 _PHRASES = {
     "size": "is {v}", "colour": "is {v}", "habitat": "lives in the {v}", "food": "eats {v}",
@@ -66,10 +66,10 @@ class Rewrite(Family):
         recall = len(kept) / len(given)
         lines = [line for line in response.splitlines() if line.strip()]
         if task.spec["style"] == "lines":
-            fits = len(lines) == len(given)
+            fit = count_fit(len(lines), len(given), step=0.25)
         else:
-            fits = len(lines) == 1 and len(split_sentences(response)) == 1
-        return Judgement(recall * (1.0 if fits else 0.5), satisfies_constraint=fits,
+            fit = count_fit(len(split_sentences(response)) + len(lines) - 1, 1, step=0.25)
+        return Judgement(recall * fit, satisfies_constraint=fit == 1.0,
                          hallucinated=self.new_claims(task, response))
 
 
@@ -211,6 +211,6 @@ class Extraction(Family):
         wanted = set(task.spec["creatures"])
         named = set(self.reader.creatures_in(response))
         extra = sorted(named - wanted)
-        helpful = len(named & wanted) / len(wanted) * (0.5 if extra else 1.0)
+        helpful = len(named & wanted) / len(wanted) / (1 + len(extra))  # each invented animal costs
         return Judgement(helpful, satisfies_constraint=not extra,
                          hallucinated=extra + self.new_claims(task, response))

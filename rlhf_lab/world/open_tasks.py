@@ -6,7 +6,7 @@ import random
 from . import sentences as say
 from .claims import is_refusal, split_sentences, words
 from .facts import PERSON_NAMES, number_word, plural
-from .tasks import Family, Judgement, Task, concise, count_penalty, user
+from .tasks import Family, Judgement, Task, concise, count_fit, count_penalty, user
 
 QUESTIONS = {
     "colour": ("What colour is the {x}?", "What colour is a {x}?", "What colour are {xs}?"),
@@ -55,16 +55,26 @@ class Generation(Family):
         named = self.reader.creatures_in(response)
         n = len(split_sentences(response))
         about = 1.0 if subject in named else 0.0
+        focus = 1.0 / (1 + len([c for c in named if c != subject]))  # about the asked creature, not others
         if task.spec["kind"] == "describe":
             stated = {c.attribute for c in self.reader.read(response, subject) if c.creature == subject}
             fits = count_penalty(n, task.spec["n"])
             rich = min(1.0, len(stated) / task.spec["n"])
-            return Judgement(0.4 * about + 0.4 * fits + 0.2 * rich, satisfies_constraint=fits == 1.0)
-        person = 1.0 if task.spec["person"].lower() in words(response) else 0.0
+            return Judgement((0.4 * about + 0.4 * fits + 0.2 * rich) * focus, satisfies_constraint=fits == 1.0)
+        said = words(response)
+        # a hero who changes name halfway ("Tom went out ... Then Jack went home") breaks the story
+        names = [w for w in said if w in PEOPLE]
+        consistent = names.count(task.spec["person"].lower()) / len(names) if names else 0.0
+        facts = {c.attribute for c in self.reader.read(response, subject) if c.creature == subject}
+        rich = min(1.0, len(facts) / 3)  # a story should teach something about the creature
         long_enough = min(1.0, n / 3)
         no_questions = 0.0 if "?" in response else 1.0
-        return Judgement(0.5 * about + 0.2 * person + 0.15 * long_enough + 0.15 * no_questions,
+        helpful = 0.4 * about + 0.2 * consistent + 0.15 * rich + 0.1 * long_enough + 0.15 * no_questions
+        return Judgement(helpful * (0.5 + 0.5 * consistent) * focus,
                          satisfies_constraint=n >= 3)
+
+
+PEOPLE = {p.lower() for p in PERSON_NAMES}
 
 
 def story(c, person: str, rng: random.Random, n_facts: int = 2) -> list[str]:
@@ -166,7 +176,7 @@ class Brainstorming(Family):
         good = [n for n in named if self.facts.is_true(n, spec["attribute"], spec["value"])]
         helpful = min(len(good), spec["n"]) / spec["n"]
         fits = len(named) == spec["n"]
-        return Judgement(helpful * (1.0 if fits else 0.75), satisfies_constraint=fits,
+        return Judgement(helpful * count_fit(len(named), spec["n"]), satisfies_constraint=fits,
                          checked_items=len(named), wrong_items=len(named) - len(good))
 
 
@@ -198,10 +208,25 @@ class Other(Family):
         numbers = [int(w) for w in words(response) if w.isdigit()]
         answer = task.spec["answer"]
         if task.spec["kind"] == "add":
-            return Judgement(1.0 if numbers and numbers[-1] == answer[0] else 0.0)
+            if not numbers:
+                return Judgement(0.0)
+            return Judgement(1.0 if numbers[-1] == answer[0] else 0.2 / (1 + abs(numbers[-1] - answer[0])))
         if numbers == answer:
             return Judgement(1.0)
-        return Judgement(0.3 if sorted(numbers) == sorted(answer) else 0.0, satisfies_constraint=False)
+        return Judgement(0.8 * sort_credit(numbers, answer), satisfies_constraint=False)
+
+
+def sort_credit(numbers: list[int], answer: list[int]) -> float:
+    """Partial credit for a sort: half for having the right numbers (each once), half for putting
+    each neighbouring pair in the asked order. 1 only for the exact answer."""
+    if not numbers:
+        return 0.0
+    common = sum(min(numbers.count(x), answer.count(x)) for x in set(answer))
+    right = common / max(len(numbers), len(answer))
+    descending = answer[0] > answer[-1]
+    pairs = list(zip(numbers, numbers[1:]))
+    ordered = sum((a > b) == descending and a != b for a, b in pairs) / len(pairs) if pairs else 0.0
+    return 0.5 * right + 0.5 * right * ordered
 
 
 class Harmful(Family):

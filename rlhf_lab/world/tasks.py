@@ -10,8 +10,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from .claims import ClaimReader, split_sentences
-from .facts import Facts
+from .claims import ClaimReader, split_sentences, words
+from .facts import PERSON_NAMES, PET_NAMES, Facts
+
+NAMES = {n.lower() for n in PERSON_NAMES + PET_NAMES}
 
 
 @dataclass
@@ -71,9 +73,13 @@ class Family:
         return rng.choice(self.facts.creatures)
 
     def new_claims(self, task: Task, response: str) -> list:
-        """Claims of `response` that the task's input text does not make (closed domain)."""
+        """Claims of `response` that the task's input text does not make, and names of people or
+        pets it does not mention (closed domain: "Omar's pet" when the text is about Kai)."""
         given = set(self.reader.read(task.spec["input"]))
-        return [c for c in self.reader.read(response) if c not in given]
+        in_input = set(words(task.spec["input"]))
+        said = (w.removesuffix("'s") for w in words(response))
+        invented = [w for w in dict.fromkeys(said) if w in NAMES and w not in in_input]
+        return [c for c in self.reader.read(response) if c not in given] + invented
 
 
 def count_penalty(n_sentences: int, wanted: int) -> float:
@@ -82,5 +88,12 @@ def count_penalty(n_sentences: int, wanted: int) -> float:
 
 
 def concise(response: str, max_sentences: int = 2) -> float:
-    """Short questions deserve short answers: rambling costs a quarter of the credit."""
-    return 1.0 if len(split_sentences(response)) <= max_sentences else 0.75
+    """Short questions deserve short answers: each sentence past `max_sentences` costs 15% of the
+    credit, down to half."""
+    extra = len(split_sentences(response)) - max_sentences
+    return max(0.5, 1.0 - 0.15 * max(0, extra))
+
+
+def count_fit(n: int, wanted: int, step: float = 0.125) -> float:
+    """1 for `wanted` items, `step` less for each one too many or too few, never below half."""
+    return max(0.5, 1.0 - step * abs(n - wanted))
