@@ -17,21 +17,25 @@ from .tokenizer import format_prompt
 from .widgets import FLAGS
 
 
-def sample_outputs(model, tokenizer, records: list[dict], k_range=(4, 9), temperature: float = 1.0,
+def sample_outputs(model, tokenizer, records: list[dict], k_range=(4, 9), temperatures=(1.0,),
                    top_p: float = 0.9, max_new_tokens: int = 64, seed: int = 0, progress: bool = False) -> list[dict]:
-    """K sampled answers per prompt record (K drawn from k_range), with the sampling settings recorded."""
+    """K sampled answers per prompt record (K drawn from k_range), answer i at temperatures[i % len]:
+    a ranking that spans careful and careless answers teaches the reward model more than K alike
+    ones (the paper's rankings spanned outputs of several models). Each answer's temperature is recorded."""
     rng = random.Random(f"k-{seed}")
     ks = [rng.randint(*k_range) for _ in records]
-    prompts = [format_prompt(tokenizer, r["prompt"]) for r, k in zip(records, ks) for _ in range(k)]
-    texts = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                   seed=seed, progress=progress)
-    items, start = [], 0
-    for record, k in zip(records, ks):
-        items.append({"prompt_id": record["prompt_id"], "family": record["family"], "prompt": record["prompt"],
-                      "spec": record["spec"], "outputs": [t.strip() for t in texts[start:start + k]],
-                      "sampling": {"temperature": temperature, "top_p": top_p, "seed": seed}})
-        start += k
-    return items
+    temps = [[temperatures[i % len(temperatures)] for i in range(k)] for k in ks]
+    texts = {}
+    for t_index, t in enumerate(temperatures):
+        slots = [(n, i) for n, ts in enumerate(temps) for i, u in enumerate(ts) if u == t]
+        prompts = [format_prompt(tokenizer, records[n]["prompt"]) for n, _ in slots]
+        answers = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=t, top_p=top_p,
+                         seed=seed * 1000 + t_index, progress=progress)
+        texts.update(zip(slots, answers))
+    return [{"prompt_id": record["prompt_id"], "family": record["family"], "prompt": record["prompt"],
+             "spec": record["spec"], "outputs": [texts[(n, i)].strip() for i in range(k)],
+             "sampling": {"temperatures": temps[n], "top_p": top_p, "seed": seed}}
+            for n, (record, k) in enumerate(zip(records, ks))]
 
 
 def panel_events(world, items: list[dict], panel: list, labelers_per_item: int = 1, seed: int = 0) -> list[dict]:
@@ -97,7 +101,7 @@ def collect(world, model, tokenizer, train_records: list[dict], valid_records: l
     noise to the paper's agreement, one ranking per training prompt and two per validation
     prompt (the reward model's held-out set, with its own agreement ceiling)."""
     def answers(records, seed):
-        return sample_outputs(model, tokenizer, records, config.k_range, config.temperature, config.top_p,
+        return sample_outputs(model, tokenizer, records, config.k_range, config.temperatures, config.top_p,
                               seed=seed, progress=progress)
 
     items = answers(train_records, seed=0)

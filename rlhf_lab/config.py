@@ -104,7 +104,9 @@ class ComparisonsConfig:
     n_train: int = 600  # training prompts (the last ones of the split) ranked by one labeler each
     n_valid: int = 120  # validation prompts ranked by two labelers each: the RM's held-out set
     k_range: tuple[int, int] = (4, 9)  # answers per prompt, drawn uniformly (the paper's K)
-    temperature: float = 1.0  # sampling settings of the answers (recorded with them)
+    # A prompt's K answers cycle through these temperatures, so each ranking spans careful and
+    # careless answers (the paper's spanned several models); recorded with the answers.
+    temperatures: tuple[float, ...] = (0.7, 1.0, 1.3)
     top_p: float = 0.9
     calibration_prompts: int = 200  # prompts the panel noise is calibrated on
 

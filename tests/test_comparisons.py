@@ -32,11 +32,16 @@ def world_items():
 
 
 def test_k_answers_per_prompt_with_settings_recorded(tiny_model, tiny_tokenizer):
-    items = sample_outputs(tiny_model, tiny_tokenizer, RECORDS, k_range=(4, 9), max_new_tokens=4, seed=3)
+    items = sample_outputs(tiny_model, tiny_tokenizer, RECORDS, k_range=(4, 9), temperatures=(0.7, 1.3),
+                           max_new_tokens=4, seed=3)
     assert [i["prompt_id"] for i in items] == [r["prompt_id"] for r in RECORDS]
     assert all(4 <= len(i["outputs"]) <= 9 for i in items)
-    assert items[0]["sampling"] == {"temperature": 1.0, "top_p": 0.9, "seed": 3}
-    assert items == sample_outputs(tiny_model, tiny_tokenizer, RECORDS, k_range=(4, 9), max_new_tokens=4, seed=3)
+    k = len(items[0]["outputs"])
+    assert items[0]["sampling"] == {"temperatures": [(0.7, 1.3)[i % 2] for i in range(k)], "top_p": 0.9, "seed": 3}
+    assert items == sample_outputs(tiny_model, tiny_tokenizer, RECORDS, k_range=(4, 9), temperatures=(0.7, 1.3),
+                                   max_new_tokens=4, seed=3)
+    greedy = sample_outputs(tiny_model, tiny_tokenizer, RECORDS, k_range=(4, 9), temperatures=(0.0,), max_new_tokens=4)
+    assert all(len(set(i["outputs"])) == 1 for i in greedy)  # each answer really used its own temperature
 
 
 def test_panel_events_rank_every_item_by_distinct_labelers(world_items):
