@@ -98,11 +98,13 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config_and_out(args: argparse.Namespace, config_class, default_out: Path):
-    """A training stage's config (its smoke variant with --smoke) and output folder: --out if given,
+    """A training stage's config (its smoke variant with --smoke, seeded with --seed) and output folder: --out if given,
     else runs/smoke/<name> with --smoke (never the course's folder), else the course's folder."""
+    config = config_class.smoke() if args.smoke else config_class()
+    config.seed = args.seed
     if args.smoke:
-        return config_class.smoke(), args.out or RUNS_DIR / "smoke" / default_out.name
-    return config_class(), args.out or default_out
+        return config, args.out or RUNS_DIR / "smoke" / default_out.name
+    return config, args.out or default_out
 
 
 def run_sft(args: argparse.Namespace) -> None:
@@ -116,9 +118,29 @@ def run_sft(args: argparse.Namespace) -> None:
           f"validation loss {best['valid_loss']:.3f}) to {out / 'model'}")
 
 
+def _stage_args(p: argparse.ArgumentParser, default_out: str) -> None:
+    p.add_argument("--out", type=Path, default=None, help=f"folder for the stage's files (default: {default_out})")
+    p.add_argument("--seed", type=int, default=0, help="seeds data order, sampling and initialization (default: %(default)s)")
+
+
 def _sft_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=None, help="folder for model/ and history.json (default: runs/sft)")
+    _stage_args(p, "runs/sft")
     p.add_argument("--smoke", action="store_true", help="a few steps on a few demonstrations: checks the path")
+
+
+def run_comparisons(args: argparse.Namespace) -> None:
+    from .config import ComparisonsConfig
+    from .pipeline import COMPARISONS_DIR, collect_comparisons
+
+    config, out = _config_and_out(args, ComparisonsConfig, COMPARISONS_DIR)
+    data = collect_comparisons(config, out_dir=out)
+    print(f"saved {len(data['events'])} training and {len(data['valid_events'])} validation rankings to {out} "
+          f"(panel noise {data['noise']:.3f}, calibrated to the paper's 72.6% agreement)")
+
+
+def _comparisons_args(p: argparse.ArgumentParser) -> None:
+    _stage_args(p, "runs/comparisons")
+    p.add_argument("--smoke", action="store_true", help="a few prompts: checks the path")
 
 
 def run_rm(args: argparse.Namespace) -> None:
@@ -133,7 +155,7 @@ def run_rm(args: argparse.Namespace) -> None:
 
 
 def _rm_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=None, help="folder for model/ and history.json (default: runs/rm)")
+    _stage_args(p, "runs/rm")
     p.add_argument("--smoke", action="store_true", help="a few steps: checks the path (needs runs/comparisons)")
 
 
@@ -157,7 +179,7 @@ def run_ppo(args: argparse.Namespace) -> None:
 
 
 def _ppo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=None, help="folder for model/ and history.json (default: runs/ppo)")
+    _stage_args(p, "runs/ppo")
     p.add_argument("--steps", type=int, default=None, help="rollout + update rounds (default: PPOConfig.steps)")
     p.add_argument("--kl-coef", type=float, default=None, help="β of the per-token KL penalty (default: PPOConfig)")
     p.add_argument("--ptx-coef", type=float, default=0.0, help="γ of PPO-ptx (default: 0, plain PPO)")
@@ -191,6 +213,8 @@ STAGES = {
     "tokenizer": ("train the BPE tokenizer on the corpus", _tokenizer_args, run_tokenizer),
     "pretrain": ("pretrain the base model (trains the tokenizer if missing)", _pretrain_args, run_pretrain),
     "sft": ("supervised fine-tuning on the demonstrations -> runs/sft", _sft_args, run_sft),
+    "comparisons": ("K answers per prompt ranked by the labeler panel -> runs/comparisons", _comparisons_args,
+                    run_comparisons),
     "rm": ("train the reward model on the rankings -> runs/rm", _rm_args, run_rm),
     "ppo": ("PPO (or PPO-ptx) against the reward model -> runs/ppo", _ppo_args, run_ppo),
     "evaluate": ("the paper's findings measured on our models -> runs/evaluation", _evaluate_args, run_evaluate),

@@ -104,9 +104,11 @@ def collect(world, model, tokenizer, train_records: list[dict], valid_records: l
         return sample_outputs(model, tokenizer, records, config.k_range, config.temperatures, config.top_p,
                               seed=seed, progress=progress)
 
-    items = answers(train_records, seed=0)
-    noise = calibrate_noise(world, items[:config.calibration_prompts], target=PAPER_AGREEMENT["training"][0])
-    panel = make_panel("training", noise=noise)
-    valid_items = answers(valid_records, seed=1)
-    return {"noise": noise, "items": items, "events": panel_events(world, items, panel, 1, seed=2),
-            "valid_items": valid_items, "valid_events": panel_events(world, valid_items, panel, 2, seed=3)}
+    base = 4 * config.seed  # four independent streams per seed: answers and rankings, training and validation
+    items = answers(train_records, seed=base)
+    noise = calibrate_noise(world, items[:config.calibration_prompts], target=PAPER_AGREEMENT["training"][0],
+                            seed=config.seed)
+    panel = make_panel("training", noise=noise, seed=config.seed)
+    valid_items = answers(valid_records, seed=base + 1)
+    return {"noise": noise, "items": items, "events": panel_events(world, items, panel, 1, seed=base + 2),
+            "valid_items": valid_items, "valid_events": panel_events(world, valid_items, panel, 2, seed=base + 3)}

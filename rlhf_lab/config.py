@@ -101,6 +101,7 @@ class SFTConfig:
 
 @dataclass
 class ComparisonsConfig:
+    seed: int = 0  # seeds the sampled answers, the panel's members and who ranks what
     n_train: int = 600  # training prompts (the last ones of the split) ranked by one labeler each
     n_valid: int = 120  # validation prompts ranked by two labelers each: the RM's held-out set
     k_range: tuple[int, int] = (4, 9)  # answers per prompt, drawn uniformly (the paper's K)

@@ -71,18 +71,27 @@ def save_comparisons(data: dict, out_dir: Path = COMPARISONS_DIR) -> None:
     (out_dir / "panel.json").write_text(json.dumps({"noise": data["noise"]}) + "\n", encoding="utf-8")
 
 
+def collect_comparisons(config: ComparisonsConfig | None = None, out_dir: Path = COMPARISONS_DIR,
+                        progress: bool = True) -> dict:
+    """Sample K answers per prompt with the SFT model, have the panel rank them, save to `out_dir`."""
+    from .comparisons import collect
+
+    config = config or ComparisonsConfig()
+    model, tokenizer = sft_model(progress=progress)
+    data = collect(load_world(0), model, tokenizer, records("prompts", "train")[-config.n_train:],
+                   records("prompts", "validation")[:config.n_valid], config, progress)
+    save_comparisons(data, out_dir)
+    return data
+
+
 def comparison_data(config: ComparisonsConfig | None = None, out_dir: Path = COMPARISONS_DIR,
                     progress: bool = True) -> dict:
     """The comparisons stage's files (collected with the SFT model if missing), read back:
     items, events, valid_items, valid_events, noise, and the student's own rankings."""
-    from .comparisons import collect
     from .feedback import read_events
 
     if not (out_dir / "valid-rankings.jsonl").exists():
-        config = config or ComparisonsConfig()
-        model, tokenizer = sft_model(progress=progress)
-        save_comparisons(collect(load_world(0), model, tokenizer, records("prompts", "train")[-config.n_train:],
-                                 records("prompts", "validation")[:config.n_valid], config, progress), out_dir)
+        collect_comparisons(config, out_dir, progress)
     student = out_dir / "student.jsonl"
     return {"items": read_jsonl(out_dir / "items.jsonl"), "events": read_events(out_dir / "rankings.jsonl").events,
             "valid_items": read_jsonl(out_dir / "valid-items.jsonl"),

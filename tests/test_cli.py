@@ -1,5 +1,6 @@
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,17 @@ def test_evaluate_bench_and_large_pretrain_parse(monkeypatch, tmp_path):
         cli.main(["pretrain", "--large", "--data", str(tmp_path)])
     assert (seen["model_config"].n_embd, seen["model_config"].n_layer) == (320, 6)
     assert seen["out_dir"].name == "pretrain-large"
+
+
+@pytest.mark.parametrize("stage,config_name,folder", [("sft", "SFTConfig", "sft"), ("comparisons", "ComparisonsConfig", "comparisons"),
+                                                       ("rm", "RewardConfig", "rm"), ("ppo", "PPOConfig", "ppo")])
+def test_every_training_stage_takes_a_seed(stage, config_name, folder):
+    from rlhf_lab import config as configs
+    from rlhf_lab.__main__ import _config_and_out, build_parser
+
+    config, out = _config_and_out(build_parser().parse_args([stage, "--seed", "3"]), getattr(configs, config_name),
+                                  Path("runs") / folder)
+    assert config.seed == 3 and out == Path("runs") / folder
+    smoke, smoke_out = _config_and_out(build_parser().parse_args([stage, "--smoke"]), getattr(configs, config_name),
+                                       Path("runs") / folder)
+    assert smoke.seed == 0 and smoke_out.parent.name == "smoke"
