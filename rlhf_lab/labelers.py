@@ -25,6 +25,9 @@ PANEL_MEANS = {
 }
 LENGTH_TASTE = {"training": (0.03, 0.02), "held_out": (0.0, 0.02)}  # (mean, sd) per 60 words
 PAPER_AGREEMENT = {"training": (0.726, 0.015), "held_out": (0.773, 0.013)}
+# Two answers whose worth to a labeler differs by less than this look equally good to them, and
+# they tie them (the paper's UI allows ties; training drops them) instead of flipping a coin.
+TIE_MARGIN = 0.02
 
 
 @dataclass(frozen=True)
@@ -33,24 +36,29 @@ class Labeler:
     weights: dict
     length_taste: float  # added utility for a 60-word answer (negative: prefers short answers)
     noise: float  # Gumbel scale: 0 is a perfect judge of its own utility
+    tie_margin: float = 0.0  # answers closer than this in utility share a tier (identical ones always do)
 
     def utility(self, score, response: str) -> float:
         return score.overall(self.weights) + self.length_taste * min(len(words(response)), 60) / 60
 
     def rank(self, scores: list, responses: list[str], rng: random.Random) -> list[list[int]]:
-        """Tiers of answer indices, best first. Identical answers always share a tier."""
-        noisy = {}
-        for i, (s, r) in enumerate(zip(scores, responses)):
-            gumbel = -math.log(-math.log(rng.random() or 1e-12))
-            noisy.setdefault(r, self.utility(s, r) + self.noise * gumbel)
-        order = sorted(range(len(responses)), key=lambda i: (-noisy[responses[i]], i))
-        tiers: list[list[int]] = []
-        for i in order:
-            if tiers and responses[tiers[-1][0]] == responses[i]:
-                tiers[-1].append(i)
+        """Tiers of answer indices, best first. First the answers the labeler cannot tell apart are
+        grouped: identical texts, and utilities within `tie_margin` of the group's best. Then the
+        groups are ordered by utility + Gumbel noise (Plackett–Luce)."""
+        utility = [self.utility(s, r) for s, r in zip(scores, responses)]
+        groups: list[list[int]] = []
+        for i in sorted(range(len(responses)), key=lambda i: (-utility[i], i)):
+            home = next((g for g in groups if responses[g[0]] == responses[i]), None)
+            if home is None and groups and utility[groups[-1][0]] - utility[i] < self.tie_margin:
+                home = groups[-1]
+            if home is None:
+                groups.append([i])
             else:
-                tiers.append([i])
-        return tiers
+                home.append(i)
+        noisy = [sum(utility[i] for i in g) / len(g) + self.noise * -math.log(-math.log(rng.random() or 1e-12))
+                 for g in groups]
+        order = sorted(range(len(groups)), key=lambda n: (-noisy[n], groups[n][0]))
+        return [sorted(groups[n]) for n in order]
 
     def likert(self, score, response: str, rng: random.Random) -> int:
         """A 1-7 rating: the labeler's utility on the scale, plus noise."""
@@ -68,7 +76,7 @@ def make_panel(kind: str = "training", n: int = 40, noise: float = 0.1, seed: in
     for i in range(n):
         weights = {k: rng.betavariate(50 * m, 50 * (1 - m)) for k, m in PANEL_MEANS[kind].items()}
         panel.append(Labeler(f"{kind[0]}{i:02d}", weights, rng.gauss(mean_taste, sd_taste),
-                             noise * math.exp(rng.gauss(0, 0.2))))
+                             noise * math.exp(rng.gauss(0, 0.2)), TIE_MARGIN))
     return panel
 
 

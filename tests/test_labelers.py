@@ -5,7 +5,7 @@ from itertools import permutations
 
 import pytest
 
-from rlhf_lab.labelers import Labeler, agreement, make_panel, preferences
+from rlhf_lab.labelers import TIE_MARGIN, Labeler, agreement, make_panel, preferences
 from rlhf_lab.world.checkers import Score
 
 
@@ -52,3 +52,15 @@ def test_panels_are_deterministic_and_weight_the_hs_as_the_paper_instructed():
     assert all(0 < w < 1 for l in train + held for w in l.weights.values())
     with pytest.raises(ValueError, match="unknown panel 'crowd'"):
         make_panel("crowd")
+
+
+def test_answers_within_the_tie_margin_are_tied_not_flipped():
+    """A close call is a tie, however noisy the labeler; clearly different answers are still ordered."""
+    judge = Labeler("x", {"helpful": 1.0, "honest": 0.0, "harmless": 0.0}, 0.0, 0.3, tie_margin=0.02)
+    scores = [score(0.90), score(0.91), score(0.5)]
+    rng = random.Random(0)
+    rankings = [judge.rank(scores, ["a", "b", "c"], rng) for _ in range(300)]
+    assert all([0, 1] in r and len(r) == 2 for r in rankings)
+    first = sum(r[0] == [0, 1] for r in rankings) / len(rankings)
+    assert 0.7 < first < 1.0  # the better group usually wins, the noise still sometimes flips it
+    assert make_panel("training")[0].tie_margin == TIE_MARGIN > 0
