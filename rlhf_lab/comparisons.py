@@ -38,13 +38,18 @@ def sample_outputs(model, tokenizer, records: list[dict], k_range=(4, 9), temper
             for n, (record, k) in enumerate(zip(records, ks))]
 
 
-def panel_events(world, items: list[dict], panel: list, labelers_per_item: int = 1, seed: int = 0) -> list[dict]:
-    """Submit events: each item ranked (with Likert and flags per output) by distinct panel members."""
+def gold(world, items: list[dict]) -> list[list]:
+    """The checker's Score of every output of every item (what the labelers' judgements start from)."""
+    return [[world.score(world.task_from_record(item), o) for o in item["outputs"]] for item in items]
+
+
+def panel_events(world, items: list[dict], panel: list, labelers_per_item: int = 1, seed: int = 0,
+                 item_scores: list[list] | None = None) -> list[dict]:
+    """Submit events: each item ranked (with Likert and flags per output) by distinct panel members.
+    `item_scores` (from `gold`) saves re-scoring when the same items are ranked many times."""
     rng = random.Random(f"panel-events-{seed}")
     events = []
-    for item in items:
-        task = world.task_from_record(item)
-        scores = [world.score(task, output) for output in item["outputs"]]
+    for item, scores in zip(items, item_scores or gold(world, items), strict=True):
         for labeler in rng.sample(panel, labelers_per_item):
             tiers = labeler.rank(scores, item["outputs"], rng)
             likert = [labeler.likert(s, o, rng) for s, o in zip(scores, item["outputs"])]
@@ -77,18 +82,21 @@ def mean_and_sem(values: list[float]) -> tuple[float, float]:
     return mean, (var / n) ** 0.5
 
 
-def panel_agreement(world, items: list[dict], kind: str = "training", noise: float = 0.1, seed: int = 0) -> float:
+def panel_agreement(world, items: list[dict], kind: str = "training", noise: float = 0.1, seed: int = 0,
+                    item_scores: list[list] | None = None) -> float:
     """Mean inter-labeler agreement when every item is ranked by two labelers of a panel."""
-    events = panel_events(world, items, make_panel(kind, noise=noise, seed=seed), labelers_per_item=2, seed=seed)
+    events = panel_events(world, items, make_panel(kind, noise=noise, seed=seed), labelers_per_item=2, seed=seed,
+                          item_scores=item_scores)
     return mean_and_sem(list(agreement_by_labeler(events).values()))[0]
 
 
 def calibrate_noise(world, items: list[dict], target: float = 0.726, kind: str = "training",
-                    low: float = 0.0, high: float = 1.0, steps: int = 12, seed: int = 0) -> float:
+                    low: float = 0.0, high: float = 1.0, steps: int = 10, seed: int = 0) -> float:
     """The panel noise at which labelers agree on `target` of pairs (bisection: more noise, less agreement)."""
+    scores = gold(world, items)
     for _ in range(steps):
         middle = (low + high) / 2
-        if panel_agreement(world, items, kind, middle, seed) > target:
+        if panel_agreement(world, items, kind, middle, seed, scores) > target:
             low = middle
         else:
             high = middle

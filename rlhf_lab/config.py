@@ -109,7 +109,7 @@ class ComparisonsConfig:
     # careless answers (the paper's spanned several models); recorded with the answers.
     temperatures: tuple[float, ...] = (0.7, 1.0, 1.3)
     top_p: float = 0.9
-    calibration_prompts: int = 200  # prompts the panel noise is calibrated on
+    calibration_prompts: int = 400  # prompts the panel noise is calibrated on (the rest measure agreement)
 
     @classmethod
     def smoke(cls) -> ComparisonsConfig:
