@@ -3,7 +3,8 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rlhf_lab.generation import _next_token, decode_responses, encode_prompts, generate_ids, sample
+from rlhf_lab import generation
+from rlhf_lab.generation import _group_rows, _next_token, decode_responses, encode_prompts, generate_ids, sample
 from rlhf_lab.models import stop_token_ids
 
 PROMPTS = ["The cat", "Q: Where does the owl live?\nA:", "A green frog, 33 cm long, was", "7"]
@@ -128,3 +129,114 @@ def test_inference_mode_and_training_mode_restored(tiny_model, tiny_tokenizer):
 
 def test_stop_ids_include_end_of_turn(tiny_model, tiny_tokenizer):
     assert stop_token_ids(tiny_tokenizer, tiny_model) == [tiny_tokenizer.convert_tokens_to_ids("<|end|>"), tiny_tokenizer.eos_token_id]
+
+
+# Prompt lengths 1 to 44 tokens (with _CALL_COST = 0 each length is a sub-batch of its own).
+MIXED = PROMPTS + ["The dog is brown. It has 3 legs and lives in the sea. A red owl, 22 cm long, was seen near a farm.",
+                   "Q: Where does the cat live?\nA: The cat lives in the forest!", "The owl is grey."]
+
+
+@torch.no_grad()
+def _reference_generate_ids(model, input_ids, attention_mask, max_new_tokens, *, stop_ids, pad_token_id,
+                            temperature=1.0, top_p=1.0, generator=None):
+    """The sampler as it was before it was made fast: one batch, transformers' default cache, and the
+    same random draws (one _next_token call on the whole batch per step)."""
+    stop_ids = torch.tensor(list(stop_ids), dtype=torch.long)
+    positions = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+    next_position = attention_mask.sum(dim=-1)
+    mask = attention_mask
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+    tokens, logprobs, active = [], [], []
+    for step in range(max_new_tokens):
+        logits = out.logits[:, -1, :].float()
+        token = _next_token(logits, temperature, top_p, generator).masked_fill(done, pad_token_id)
+        tokens.append(token)
+        logprobs.append(F.log_softmax(logits, dim=-1).gather(-1, token[:, None]).squeeze(-1).masked_fill(done, 0.0))
+        active.append(~done)
+        done = done | torch.isin(token, stop_ids)
+        if done.all():
+            break
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=(next_position + step)[:, None],
+                    past_key_values=out.past_key_values, use_cache=True)
+    return torch.stack(tokens, dim=1), torch.stack(active, dim=1).long(), torch.stack(logprobs, dim=1)
+
+
+def _llama(tokenizer):
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+        bos_token_id=0, eos_token_id=0, pad_token_id=1,
+    )).eval()
+
+
+@pytest.mark.parametrize("call_cost", [None, 0])  # the batch as the cost model splits it; every length apart
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)])
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_same_tokens_as_the_reference_sampler(tiny_model, tiny_tokenizer, monkeypatch, call_cost, temperature, top_p,
+                                              arch):
+    """Same seed, same tokens and stops as one plain batch with transformers' own cache; log-probs up to rounding."""
+    if call_cost is not None:
+        monkeypatch.setattr(generation, "_CALL_COST", call_cost)
+    model = tiny_model if arch == "gpt2" else _llama(tiny_tokenizer)
+    input_ids, mask = encode_prompts(tiny_tokenizer, MIXED, max_prompt_length=48)
+    assert len(_group_rows(mask.sum(dim=-1).tolist(), 12)) == (len(set(mask.sum(dim=-1).tolist())) if call_cost == 0 else 1)
+    # frequent stop tokens, so rows stop at different steps and leave their sub-batch
+    stops = [tiny_tokenizer.convert_tokens_to_ids("<|end|>")] + tiny_tokenizer(" the .", add_special_tokens=False)["input_ids"]
+    for seed in range(3):
+        kwargs = dict(stop_ids=stops, pad_token_id=1, temperature=temperature, top_p=top_p)
+        gen = generate_ids(model, input_ids, mask, 12, generator=torch.Generator().manual_seed(seed), **kwargs)
+        tokens, active, logprobs = _reference_generate_ids(model, input_ids, mask, 12,
+                                                           generator=torch.Generator().manual_seed(seed), **kwargs)
+        assert torch.equal(gen.response_ids, tokens) and torch.equal(gen.response_mask, active)
+        torch.testing.assert_close(gen.logprobs, logprobs)
+        if temperature > 0:
+            lengths = gen.response_mask.sum(dim=1)
+            assert lengths.min() < lengths.max()  # rows stopped at different steps
+
+
+def test_generator_left_where_the_reference_leaves_it(tiny_model, tiny_tokenizer):
+    """sample() runs batch after batch on one generator: each batch must use up exactly as many draws."""
+    input_ids, mask = encode_prompts(tiny_tokenizer, MIXED, max_prompt_length=48)
+    stops = tiny_tokenizer(" the .", add_special_tokens=False)["input_ids"]
+    ours, reference = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    generate_ids(tiny_model, input_ids, mask, 12, stop_ids=stops, pad_token_id=1, generator=ours)
+    _reference_generate_ids(tiny_model, input_ids, mask, 12, stop_ids=stops, pad_token_id=1, generator=reference)
+    assert torch.equal(ours.get_state(), reference.get_state())
+
+
+def test_stopped_rows_leave_their_sub_batch(tiny_model, tiny_tokenizer, monkeypatch):
+    """Every model call gets only rows still sampling; a sub-batch whose rows all stopped is not called."""
+    monkeypatch.setattr(generation, "_CALL_COST", 0)
+    input_ids, mask = encode_prompts(tiny_tokenizer, MIXED, max_prompt_length=48)
+    greedy = generate_ids(tiny_model, input_ids, mask, 8, stop_ids=[], pad_token_id=1, temperature=0)
+    stop = int(greedy.response_ids[0, 1])  # row 0 stops after 2 tokens
+    calls = []
+    real_forward = tiny_model.forward
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape)
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_model, "forward", recording)
+    gen = generate_ids(tiny_model, input_ids, mask, 8, stop_ids=[stop], pad_token_id=1, temperature=0)
+    lengths = gen.response_mask.sum(dim=1)
+    groups = len(set(mask.sum(dim=-1).tolist()))
+    prefills, steps = calls[:groups], calls[groups:]
+    assert sum(shape[0] for shape in prefills) == len(MIXED)
+    assert all(shape[1] == 1 for shape in steps)
+    # step s feeds the tokens of rows that have not stopped by then: one row per token still to come
+    # a row that samples n tokens is fed back n - 1 times (each sub-batch is one row here)
+    assert groups == len(MIXED) and lengths.min() < lengths.max()
+    assert sum(shape[0] for shape in steps) == int((lengths - 1).sum())
+
+
+def test_group_rows_splits_by_prompt_length():
+    lengths = [12, 80, 11, 12, 15, 11, 79, 13] * 4
+    groups = _group_rows(lengths, 48)
+    assert sorted(row for group in groups for row in group) == list(range(len(lengths)))
+    assert [max(lengths[r] for r in g) for g in groups] == [15, 80]  # the long prompts apart
+    assert _group_rows([12] * 8, 48) == [list(range(8))]
+    assert len(_group_rows([1, 2], 48)) == 1  # a model call costs more than a little padding
