@@ -190,7 +190,7 @@ def test_same_tokens_as_the_reference_sampler(tiny_model, tiny_tokenizer, monkey
     input_ids, mask = encode_prompts(tiny_tokenizer, MIXED, max_prompt_length=48)
     lengths = mask.sum(dim=-1).tolist()
     assert len(_group_rows(lengths, 12)) == (len(set(lengths)) if every_length_apart else 2)
-    # frequent stop tokens, so rows stop at different steps and leave the model's batch
+    # frequent stop tokens, so rows stop at different steps and leave their sub-batch
     stops = [tiny_tokenizer.convert_tokens_to_ids("<|end|>")] + tiny_tokenizer(" the .", add_special_tokens=False)["input_ids"]
     for seed in range(3):
         kwargs = dict(stop_ids=stops, pad_token_id=1, temperature=temperature, top_p=top_p)
@@ -234,8 +234,9 @@ def test_stopped_rows_leave_the_models_batch(tiny_model, tiny_tokenizer, monkeyp
     prefills, steps = calls[:groups], calls[groups:]
     assert sum(shape[0] for shape in prefills) == len(MIXED)
     assert all(shape[1] == 1 for shape in steps)
+    # step s feeds the tokens of rows that have not stopped by then: one row per token still to come
+    # a row that samples n tokens is fed back n - 1 times
     assert groups == len(MIXED) and lengths.min() < lengths.max()
-    # a row that samples n tokens is fed back n - 1 times: rows that stopped are not fed at all
     assert sum(shape[0] for shape in steps) == int((lengths - 1).sum())
 
 
