@@ -6,26 +6,20 @@ column is appended per step. Position ids skip the padding (a prompt's first rea
 token is position 0), which makes batched and one-at-a-time results agree.
 
 Speed (CPU): the KV cache is allocated once for the whole answer and written in place;
-rows are grouped by prompt length, and each group is prefilled and attends without the
-padding of longer prompts (most of a left-padded batch of typical prompts); rows that
-have stopped leave the model's batch. Sampling still draws for the whole batch at once,
-so a seed gives the tokens of one plain batch.
+the model runs on sub-batches of similar prompt length, so short prompts do not attend
+over the padding of long ones; rows that have stopped leave their sub-batch. Sampling
+still draws for the whole batch at once, so a seed gives the tokens of one plain batch.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import AttentionInterface
 from transformers.cache_utils import DynamicCache, DynamicLayer
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
 from .models import context_length, stop_token_ids
 
@@ -91,152 +85,117 @@ def _next_token(logits: torch.Tensor, temperature: float, top_p: float, generato
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-class _SharedKV:
-    """One layer's keys and values for the whole batch, (batch, heads, capacity, head_dim),
-    allocated at the first write; `_CacheWindow`s write into them."""
+class _PreallocatedLayer(DynamicLayer):
+    """A DynamicLayer whose keys and values live in one buffer allocated at the first update:
+    each step writes its new columns in place and attention gets a view of the filled part.
+    DynamicLayer's torch.cat instead copies the whole cache into a fresh allocation every step."""
 
-    def __init__(self, batch: int, capacity: int):
-        self.batch, self.capacity = batch, capacity
-        self.keys = self.values = None
-
-    def allocate(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        if self.keys is None:
-            self.keys = key_states.new_empty((self.batch, key_states.shape[1], self.capacity, key_states.shape[-1]))
-            self.values = value_states.new_empty((self.batch, value_states.shape[1], self.capacity,
-                                                  value_states.shape[-1]))
-
-    def keep_rows(self, index: torch.Tensor) -> None:
-        self.keys, self.values = self.keys[index], self.values[index]
-
-
-class _CacheWindow(DynamicLayer):
-    """A cache layer for rows `rows` of the batch, columns `first` on, of which `filled` are written.
-
-    transformers' DynamicLayer concatenates every step (torch.cat copies the whole cache into a
-    new tensor); here each update writes its columns in place into `_SharedKV` buffers, allocated
-    once for prompt and answer, and attention gets a view of the filled part.
-    """
-
-    def __init__(self, shared: _SharedKV, rows: slice = slice(None), first: int = 0, filled: int = 0):
+    def __init__(self, capacity: int):
         super().__init__()
-        self.shared, self.rows, self.first, self.filled = shared, rows, first, filled
-        if shared.keys is not None:
-            self._attach()
-
-    def _attach(self) -> None:
-        self.dtype, self.device, self.is_initialized = self.shared.keys.dtype, self.shared.keys.device, True
-        self._keys = self.shared.keys[self.rows, :, self.first:]
-        self._values = self.shared.values[self.rows, :, self.first:]
-        self.keys, self.values = self._keys[:, :, : self.filled], self._values[:, :, : self.filled]
+        self.capacity = capacity
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        self.shared.allocate(key_states, value_states)
-        # Columns left of the window are never written: masked in attention, but 0 * NaN would
-        # still be NaN, and new memory may hold anything.
-        self.shared.keys[self.rows, :, : self.first] = 0
-        self.shared.values[self.rows, :, : self.first] = 0
-        self._attach()
+        super().lazy_initialization(key_states, value_states)
+        batch, heads = key_states.shape[:2]
+        self._keys = key_states.new_empty((batch, heads, self.capacity, key_states.shape[-1]))
+        self._values = value_states.new_empty((batch, value_states.shape[1], self.capacity, value_states.shape[-1]))
+        self.keys, self.values = self._keys[:, :, :0], self._values[:, :, :0]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         start = self.keys.shape[-2]
         end = start + key_states.shape[-2]
+        if end > self.capacity:  # more than announced: grow like DynamicLayer
+            return super().update(key_states, value_states, *args, **kwargs)
         self._keys[:, :, start:end] = key_states
         self._values[:, :, start:end] = value_states
         self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
         return self.keys, self.values
 
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized and self.keys.data_ptr() == self._keys.data_ptr():
+            end = self.keys.shape[-2]
+            self._keys, self._values = self._keys[indices], self._values[indices]
+            self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+        else:
+            super().batch_select_indices(indices)
 
-def _shared_kv(model, batch: int, capacity: int) -> list[_SharedKV] | None:
-    """A `_SharedKV` per layer, or None if the model's cache has layers of another kind
-    (sliding windows, ...): then the model keeps its own cache."""
+
+def _preallocated_cache(model, capacity: int) -> DynamicCache | None:
+    """The model's own DynamicCache with its plain layers preallocated for `capacity` tokens
+    (sliding-window or other special layers are kept as they are). None, so the model builds
+    its default cache, if this model does not take a DynamicCache."""
     try:
-        layers = DynamicCache(config=model.config).layers
+        cache = DynamicCache(config=model.config)
     except Exception:
         return None
-    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
-        return None
-    return [_SharedKV(batch, capacity) for _ in layers]
-
-
-def _window_cache(model, shared: list[_SharedKV], rows: slice = slice(None), first: int = 0,
-                  filled: int = 0) -> DynamicCache:
-    cache = DynamicCache(config=model.config)
-    cache.layers = [_CacheWindow(kv, rows, first, filled) for kv in shared]
+    cache.layers = [_PreallocatedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
 
 
-# While a decode step of generate_ids runs: (first row, end row, first column) of each group of rows.
-_ROW_GROUPS: ContextVar[list[tuple[int, int, int]] | None] = ContextVar("rlhf_lab_row_groups", default=None)
-_BY_ROWS = "rlhf_lab_sdpa_by_rows"
-
-
-def _sdpa_by_row_groups(module, query, key, value, attention_mask, *args, **kwargs):
-    """transformers' sdpa attention; in a decode step of generate_ids, once per group of rows,
-    over that group's columns only (the others are padding for all of its rows)."""
-    groups = _ROW_GROUPS.get()
-    if groups is None or query.shape[2] != 1:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, *args, **kwargs)
-    outputs = []
-    for start, end, first in groups:
-        mask = attention_mask
-        if mask is not None:
-            mask = (mask if mask.shape[0] == 1 else mask[start:end])[..., first:]
-        outputs.append(sdpa_attention_forward(module, query[start:end], key[start:end, :, first:],
-                                              value[start:end, :, first:], mask, *args, **kwargs)[0])
-    return torch.cat(outputs), None
-
-
-AttentionInterface.register(_BY_ROWS, _sdpa_by_row_groups)
-AttentionMaskInterface.register(_BY_ROWS, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
-
-
-@contextlib.contextmanager
-def _attention(model, implementation: str):
-    """The model's attention implementation set to `implementation` for the duration."""
-    before = model.config._attn_implementation
-    model.config._attn_implementation = implementation
-    try:
-        yield
-    finally:
-        model.config._attn_implementation = before
-
-
-# How `generate_ids` groups rows by prompt length (on a CPU). Unit: attending over one (row, cache
-# column) pair in one decode step, ~1.6 µs for the course's model on a laptop CPU. One more group
-# costs _GROUP_STEP_COST units per decode step (one more attention call per layer) and
-# _GROUP_CALL_COST once (its own prefill call); prefilling a prompt token costs _PREFILL_COST units.
-_GROUP_STEP_COST = 300
-_GROUP_CALL_COST = 1500
+# How `generate_ids` splits a batch into sub-batches of similar prompt length, on a CPU. Unit: attending
+# over one (row, cache column) pair in one decode step, ~1.6 µs with the course's model on a laptop CPU.
+# A model call costs ~2.5 ms beyond its rows (Python, reading the weights): _CALL_COST units per step;
+# prefilling one prompt token costs about _PREFILL_COST units.
+_CALL_COST = 1500
 _PREFILL_COST = 60
-_REGROUP_SHARE = 0.25  # stopped rows leave the batch once they are this share of it (copying the cache costs)
 
 
 def _group_rows(lengths: Sequence[int], max_new_tokens: int) -> list[list[int]]:
-    """Row indices split into groups of similar prompt length, shortest prompts first.
+    """Row indices split into sub-batches of similar prompt length, shortest prompts first.
 
-    A left-padded batch pads every prompt to the longest one, and every step would attend over
-    those padding columns too (masked, but computed, and read from memory); with typical prompts
-    most columns are padding. A group is prefilled on its own and attends over its own columns
-    only, at the price of one more model call and one more attention call per layer and step.
-    Exact minimum of that cost model over splits of the rows sorted by length (dynamic
-    programming over the distinct lengths).
+    A left-padded batch pads every prompt to the longest one, and every decode step attends
+    over those padding columns too (masked, but computed and read from memory); with typical
+    prompts most columns are padding. Each sub-batch pads only to its own longest prompt but
+    costs a model call per step. Exact minimum of that cost model over splits of the rows
+    sorted by length (dynamic programming over the distinct lengths).
     """
     order = sorted(range(len(lengths)), key=lambda row: lengths[row])
     ordered = [lengths[row] for row in order]
     ends = [i + 1 for i in range(len(ordered)) if i + 1 == len(ordered) or ordered[i + 1] != ordered[i]]
-    overhead = _GROUP_STEP_COST * max_new_tokens + _GROUP_CALL_COST
-    best = {0: (0.0, 0)}  # end -> (cost of the rows before it, where its last group starts)
+    best = {0: (0.0, 0)}  # end -> (cost of the rows before it, where its last sub-batch starts)
     for end in ends:
-        best[end] = min((best[start][0] + overhead + (end - start) * ordered[end - 1] * (max_new_tokens + _PREFILL_COST),
-                         start) for start in best)
+        best[end] = min((best[start][0] + _CALL_COST * max_new_tokens
+                         + (end - start) * ordered[end - 1] * (max_new_tokens + _PREFILL_COST), start)
+                        for start in best)
     groups, end = [], len(ordered)
     while end:
         start = best[end][1]
         groups.append(order[start:end])
         end = start
     return groups[::-1]
+
+
+class _SubBatch:
+    """Some rows of the batch decoded together: their prompts without the columns that are padding
+    in all of them, their own KV cache, and the logits of their next token."""
+
+    def __init__(self, model, rows: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 max_new_tokens: int):
+        self.model, self.rows = model, rows
+        mask = attention_mask[rows]
+        first = int(mask.any(dim=0).long().argmax())
+        ids, mask = input_ids[rows, first:], mask[:, first:]
+        self.width = mask.shape[1]  # prompt columns; response token `step` goes in column width + step
+        self.mask = torch.cat([mask, mask.new_ones((len(rows), max_new_tokens))], dim=1)
+        self.next_position = mask.sum(dim=-1)  # position of the first response token (padding skipped)
+        positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                    past_key_values=_preallocated_cache(model, self.width + max_new_tokens))
+        self.cache, self.logits = out.past_key_values, out.logits[:, -1, :]
+
+    def step(self, token: torch.Tensor, step: int) -> None:
+        """Feed the response tokens of column `step` (`token` holds the whole batch's)."""
+        out = self.model(input_ids=token[self.rows, None], attention_mask=self.mask[:, : self.width + step + 1],
+                         position_ids=(self.next_position + step)[:, None], past_key_values=self.cache,
+                         use_cache=True)
+        self.logits = out.logits[:, -1, :]
+
+    def keep(self, keep: torch.Tensor) -> None:
+        """Drop the rows where `keep` is False, cache included."""
+        self.rows, self.mask, self.next_position = self.rows[keep], self.mask[keep], self.next_position[keep]
+        self.cache.batch_select_indices(keep.nonzero().squeeze(-1))
 
 
 @torch.no_grad()
@@ -258,10 +217,10 @@ def generate_ids(
     A row stops after emitting any of `stop_ids`, or when `should_stop(response_ids)`
     (a bool per row) says so; the loop ends early once every row has stopped.
 
-    Each step samples the whole batch at once, so the random draws are those of one plain
-    batch. The model, though, sees the rows ordered by prompt length, in groups that skip the
-    padding columns of longer prompts (on a CPU, see `_group_rows`), and without the rows that
-    have stopped. A row's logits then come from other batch shapes: equal up to float rounding.
+    Each step samples the whole batch's next tokens at once, so the random draws are those
+    of one batch. The model, though, runs on sub-batches of similar prompt length (on a CPU;
+    see `_group_rows`), and rows that have stopped leave their sub-batch. A row's logits then
+    come from a smaller batch with less padding: equal up to float rounding (~1e-6).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -270,40 +229,21 @@ def generate_ids(
     device = input_ids.device
     batch = input_ids.shape[0]
     stop_ids = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
-    lengths = attention_mask.sum(dim=-1)
-    width = int(lengths.max())  # prompt columns that are not padding in every row
-    shared = _shared_kv(model, batch, width + max_new_tokens)
-    by_rows = shared is not None and device.type == "cpu" and model.config._attn_implementation == "sdpa"
-    groups = _group_rows(lengths.tolist(), max_new_tokens) if by_rows else [list(range(batch))]
-
-    # The model's batch: rows in group order; order[i] is row i's index in the caller's batch.
-    order = torch.tensor([row for group in groups for row in group], device=device)
-    group_of = torch.cat([torch.full((len(rows),), g, device=device) for g, rows in enumerate(groups)])
-    first_column = [width - int(lengths[rows].max()) for rows in groups]  # the group's first non-padding column
-    prompt_mask = attention_mask[order, -width:]
-    positions = (prompt_mask.cumsum(dim=-1) - 1).clamp(min=0)  # padding skipped: a prompt starts at position 0
-    next_position = prompt_mask.sum(dim=-1)  # position of the first response token
-    mask = torch.cat([prompt_mask, prompt_mask.new_ones((batch, max_new_tokens))], dim=1)  # every step's is a prefix
-
-    logits = None  # (batch, vocab) in the caller's order; rows that have stopped keep stale ones
-    start = 0
-    for rows, first in zip(groups, first_column):
-        end = start + len(rows)
-        cache = None if shared is None else _window_cache(model, shared, slice(start, end), first)
-        out = model(input_ids=input_ids[order[start:end], -width:][:, first:], attention_mask=mask[start:end, first:width],
-                    position_ids=positions[start:end, first:], past_key_values=cache, use_cache=True, logits_to_keep=1)
-        if logits is None:
-            logits = torch.empty((batch, out.logits.shape[-1]), device=device)
-        logits[order[start:end]] = out.logits[:, -1, :].float()
-        start = end
-    cache = out.past_key_values if shared is None else _window_cache(model, shared, filled=width)
-
+    if device.type == "cpu":
+        groups = _group_rows(attention_mask.sum(dim=-1).tolist(), max_new_tokens)
+    else:  # an accelerator attends over padding in parallel; fewer, larger calls are faster there
+        groups = [list(range(batch))]
+    sub_batches = [_SubBatch(model, torch.tensor(rows, device=device), input_ids, attention_mask, max_new_tokens)
+                   for rows in groups]
+    logits = torch.empty((batch, sub_batches[0].logits.shape[-1]), device=device)  # rows that stopped keep stale ones
     tokens = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     logprobs = torch.zeros((batch, max_new_tokens), device=device)
     active = torch.zeros((batch, max_new_tokens), dtype=torch.bool, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     steps = max_new_tokens
     for step in range(max_new_tokens):
+        for sub in sub_batches:
+            logits[sub.rows] = sub.logits.float()
         token = _next_token(logits, temperature, top_p, generator).masked_fill_(done, pad_token_id)
         logprob = F.log_softmax(logits, dim=-1).gather(-1, token[:, None]).squeeze(-1)
         tokens[:, step] = token
@@ -315,28 +255,17 @@ def generate_ids(
         if step == max_new_tokens - 1 or done.all():
             steps = step + 1
             break
-        keep = ~done[order]
-        if len(order) - int(keep.sum()) >= _REGROUP_SHARE * len(order):  # stopped rows leave the model's batch
-            keep = keep.nonzero().squeeze(-1)
-            order, group_of, mask, next_position = order[keep], group_of[keep], mask[keep], next_position[keep]
-            if shared is None:
-                cache.batch_select_indices(keep)
-            else:
-                for kv in shared:
-                    kv.keep_rows(keep)
-                cache = _window_cache(model, shared, filled=width + step)
-        groups_now, counts = torch.unique_consecutive(group_of, return_counts=True)
-        ends = counts.cumsum(dim=0).tolist()
-        row_groups = [(end - n, end, first_column[g]) for g, n, end in zip(groups_now.tolist(), counts.tolist(), ends)]
-        attention = _attention(model, _BY_ROWS) if len(row_groups) > 1 else contextlib.nullcontext()
-        context = _ROW_GROUPS.set(row_groups)
-        try:
-            with attention:
-                out = model(input_ids=token[order, None], attention_mask=mask[:, : width + step + 1],
-                            position_ids=(next_position + step)[:, None], past_key_values=cache, use_cache=True)
-        finally:
-            _ROW_GROUPS.reset(context)
-        logits[order] = out.logits[:, -1, :].float()
+        running = []
+        for sub in sub_batches:
+            keep = ~done[sub.rows]
+            stopped = len(keep) - int(keep.sum())
+            if stopped == len(keep):
+                continue
+            if 4 * stopped >= len(keep):  # worth copying the cache of the rows that go on
+                sub.keep(keep)
+            sub.step(token, step)
+            running.append(sub)
+        sub_batches = running
     return Generation(
         prompt_ids=input_ids,
         prompt_mask=attention_mask,

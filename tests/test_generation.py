@@ -131,7 +131,7 @@ def test_stop_ids_include_end_of_turn(tiny_model, tiny_tokenizer):
     assert stop_token_ids(tiny_tokenizer, tiny_model) == [tiny_tokenizer.convert_tokens_to_ids("<|end|>"), tiny_tokenizer.eos_token_id]
 
 
-# Prompt lengths 1 to 44 tokens: mostly padding when left-padded together.
+# Prompt lengths 1 to 44 tokens (with _CALL_COST = 0 each length is a sub-batch of its own).
 MIXED = PROMPTS + ["The dog is brown. It has 3 legs and lives in the sea. A red owl, 22 cm long, was seen near a farm.",
                    "Q: Where does the cat live?\nA: The cat lives in the forest!", "The owl is grey."]
 
@@ -172,24 +172,17 @@ def _llama(tokenizer):
     )).eval()
 
 
-def _every_length_apart(monkeypatch):
-    """generate_ids with free groups: each prompt length a group of its own, and stopped rows leave at once."""
-    for name in ("_GROUP_STEP_COST", "_GROUP_CALL_COST", "_REGROUP_SHARE"):
-        monkeypatch.setattr(generation, name, 0)
-
-
-@pytest.mark.parametrize("every_length_apart", [False, True])
+@pytest.mark.parametrize("call_cost", [None, 0])  # the batch as the cost model splits it; every length apart
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)])
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_same_tokens_as_the_reference_sampler(tiny_model, tiny_tokenizer, monkeypatch, every_length_apart, temperature,
-                                              top_p, arch):
+def test_same_tokens_as_the_reference_sampler(tiny_model, tiny_tokenizer, monkeypatch, call_cost, temperature, top_p,
+                                              arch):
     """Same seed, same tokens and stops as one plain batch with transformers' own cache; log-probs up to rounding."""
-    if every_length_apart:
-        _every_length_apart(monkeypatch)
+    if call_cost is not None:
+        monkeypatch.setattr(generation, "_CALL_COST", call_cost)
     model = tiny_model if arch == "gpt2" else _llama(tiny_tokenizer)
     input_ids, mask = encode_prompts(tiny_tokenizer, MIXED, max_prompt_length=48)
-    lengths = mask.sum(dim=-1).tolist()
-    assert len(_group_rows(lengths, 12)) == (len(set(lengths)) if every_length_apart else 2)
+    assert len(_group_rows(mask.sum(dim=-1).tolist(), 12)) == (len(set(mask.sum(dim=-1).tolist())) if call_cost == 0 else 1)
     # frequent stop tokens, so rows stop at different steps and leave their sub-batch
     stops = [tiny_tokenizer.convert_tokens_to_ids("<|end|>")] + tiny_tokenizer(" the .", add_special_tokens=False)["input_ids"]
     for seed in range(3):
@@ -214,9 +207,9 @@ def test_generator_left_where_the_reference_leaves_it(tiny_model, tiny_tokenizer
     assert torch.equal(ours.get_state(), reference.get_state())
 
 
-def test_stopped_rows_leave_the_models_batch(tiny_model, tiny_tokenizer, monkeypatch):
-    """A prefill call per group, then one call per step with only the rows still sampling."""
-    _every_length_apart(monkeypatch)
+def test_stopped_rows_leave_their_sub_batch(tiny_model, tiny_tokenizer, monkeypatch):
+    """Every model call gets only rows still sampling; a sub-batch whose rows all stopped is not called."""
+    monkeypatch.setattr(generation, "_CALL_COST", 0)
     input_ids, mask = encode_prompts(tiny_tokenizer, MIXED, max_prompt_length=48)
     greedy = generate_ids(tiny_model, input_ids, mask, 8, stop_ids=[], pad_token_id=1, temperature=0)
     stop = int(greedy.response_ids[0, 1])  # row 0 stops after 2 tokens
@@ -235,7 +228,7 @@ def test_stopped_rows_leave_the_models_batch(tiny_model, tiny_tokenizer, monkeyp
     assert sum(shape[0] for shape in prefills) == len(MIXED)
     assert all(shape[1] == 1 for shape in steps)
     # step s feeds the tokens of rows that have not stopped by then: one row per token still to come
-    # a row that samples n tokens is fed back n - 1 times
+    # a row that samples n tokens is fed back n - 1 times (each sub-batch is one row here)
     assert groups == len(MIXED) and lengths.min() < lengths.max()
     assert sum(shape[0] for shape in steps) == int((lengths - 1).sum())
 
@@ -247,43 +240,3 @@ def test_group_rows_splits_by_prompt_length():
     assert [max(lengths[r] for r in g) for g in groups] == [15, 80]  # the long prompts apart
     assert _group_rows([12] * 8, 48) == [list(range(8))]
     assert len(_group_rows([1, 2], 48)) == 1  # a model call costs more than a little padding
-
-
-def test_each_group_attends_over_its_own_columns(tiny_model, tiny_tokenizer, monkeypatch):
-    _every_length_apart(monkeypatch)
-    seen = []
-    real_attention = generation.sdpa_attention_forward
-
-    def recording(module, query, key, value, attention_mask, *args, **kwargs):
-        if query.shape[2] == 1:
-            seen.append((query.shape[0], key.shape[2]))
-        return real_attention(module, query, key, value, attention_mask, *args, **kwargs)
-
-    monkeypatch.setattr(generation, "sdpa_attention_forward", recording)
-    input_ids, mask = encode_prompts(tiny_tokenizer, MIXED, max_prompt_length=48)
-    generate_ids(tiny_model, input_ids, mask, 3, stop_ids=[], pad_token_id=1, generator=torch.Generator().manual_seed(0))
-    lengths = sorted(mask.sum(dim=-1).tolist())
-    layers = tiny_model.config.n_layer
-    for step in range(2):  # decode steps: one attention call per layer and group (a row each here)
-        calls = seen[step * layers * len(lengths):(step + 1) * layers * len(lengths)]
-        assert calls == [(1, n + step + 1) for _ in range(layers) for n in lengths]
-    assert tiny_model.config._attn_implementation == "sdpa"  # set back after each step
-
-
-def test_attention_implementation_restored_after_an_error(tiny_model, tiny_tokenizer, monkeypatch):
-    _every_length_apart(monkeypatch)
-    calls = []
-    real_forward = tiny_model.forward
-
-    def failing(*args, **kwargs):
-        calls.append(1)
-        if len(calls) > len(MIXED):  # the first decode step
-            raise RuntimeError("boom")
-        return real_forward(*args, **kwargs)
-
-    monkeypatch.setattr(tiny_model, "forward", failing)
-    input_ids, mask = encode_prompts(tiny_tokenizer, MIXED, max_prompt_length=48)
-    with pytest.raises(RuntimeError, match="boom"):
-        generate_ids(tiny_model, input_ids, mask, 3, stop_ids=[], pad_token_id=1)
-    assert tiny_model.config._attn_implementation == "sdpa"
-    assert generation._ROW_GROUPS.get() is None
