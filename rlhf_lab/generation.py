@@ -4,11 +4,6 @@ PPO can reuse the token-level result: ids, per-token log-probabilities and masks
 Batches are left-padded: every prompt then ends at the same column, and one new
 column is appended per step. Position ids skip the padding (a prompt's first real
 token is position 0), which makes batched and one-at-a-time results agree.
-
-Speed (CPU): the KV cache is allocated once for the whole answer and written in place;
-the model runs on sub-batches of similar prompt length, so short prompts do not attend
-over the padding of long ones; rows that have stopped leave their sub-batch. Sampling
-still draws for the whole batch at once, so a seed gives the tokens of one plain batch.
 """
 
 from __future__ import annotations
@@ -76,7 +71,7 @@ def _next_token(logits: torch.Tensor, temperature: float, top_p: float, generato
     """Greedy if temperature == 0, else sample from the top-p nucleus of softmax(logits / T)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / temperature if temperature != 1 else logits, dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         # Drop a token if the more likely ones already reach top_p (the top one always stays).
@@ -113,14 +108,6 @@ class _PreallocatedLayer(DynamicLayer):
         self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
         return self.keys, self.values
 
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.is_initialized and self.keys.data_ptr() == self._keys.data_ptr():
-            end = self.keys.shape[-2]
-            self._keys, self._values = self._keys[indices], self._values[indices]
-            self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
-        else:
-            super().batch_select_indices(indices)
-
 
 def _preallocated_cache(model, capacity: int) -> DynamicCache | None:
     """The model's own DynamicCache with its plain layers preallocated for `capacity` tokens
@@ -132,70 +119,6 @@ def _preallocated_cache(model, capacity: int) -> DynamicCache | None:
         return None
     cache.layers = [_PreallocatedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
-
-
-# How `generate_ids` splits a batch into sub-batches of similar prompt length, on a CPU. Unit: attending
-# over one (row, cache column) pair in one decode step, ~1.6 µs with the course's model on a laptop CPU.
-# A model call costs ~2.5 ms beyond its rows (Python, reading the weights): _CALL_COST units per step;
-# prefilling one prompt token costs about _PREFILL_COST units.
-_CALL_COST = 1500
-_PREFILL_COST = 60
-
-
-def _group_rows(lengths: Sequence[int], max_new_tokens: int) -> list[list[int]]:
-    """Row indices split into sub-batches of similar prompt length, shortest prompts first.
-
-    A left-padded batch pads every prompt to the longest one, and every decode step attends
-    over those padding columns too (masked, but computed and read from memory); with typical
-    prompts most columns are padding. Each sub-batch pads only to its own longest prompt but
-    costs a model call per step. Exact minimum of that cost model over splits of the rows
-    sorted by length (dynamic programming over the distinct lengths).
-    """
-    order = sorted(range(len(lengths)), key=lambda row: lengths[row])
-    ordered = [lengths[row] for row in order]
-    ends = [i + 1 for i in range(len(ordered)) if i + 1 == len(ordered) or ordered[i + 1] != ordered[i]]
-    best = {0: (0.0, 0)}  # end -> (cost of the rows before it, where its last sub-batch starts)
-    for end in ends:
-        best[end] = min((best[start][0] + _CALL_COST * max_new_tokens
-                         + (end - start) * ordered[end - 1] * (max_new_tokens + _PREFILL_COST), start)
-                        for start in best)
-    groups, end = [], len(ordered)
-    while end:
-        start = best[end][1]
-        groups.append(order[start:end])
-        end = start
-    return groups[::-1]
-
-
-class _SubBatch:
-    """Some rows of the batch decoded together: their prompts without the columns that are padding
-    in all of them, their own KV cache, and the logits of their next token."""
-
-    def __init__(self, model, rows: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 max_new_tokens: int):
-        self.model, self.rows = model, rows
-        mask = attention_mask[rows]
-        first = int(mask.any(dim=0).long().argmax())
-        ids, mask = input_ids[rows, first:], mask[:, first:]
-        self.width = mask.shape[1]  # prompt columns; response token `step` goes in column width + step
-        self.mask = torch.cat([mask, mask.new_ones((len(rows), max_new_tokens))], dim=1)
-        self.next_position = mask.sum(dim=-1)  # position of the first response token (padding skipped)
-        positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
-                    past_key_values=_preallocated_cache(model, self.width + max_new_tokens))
-        self.cache, self.logits = out.past_key_values, out.logits[:, -1, :]
-
-    def step(self, token: torch.Tensor, step: int) -> None:
-        """Feed the response tokens of column `step` (`token` holds the whole batch's)."""
-        out = self.model(input_ids=token[self.rows, None], attention_mask=self.mask[:, : self.width + step + 1],
-                         position_ids=(self.next_position + step)[:, None], past_key_values=self.cache,
-                         use_cache=True)
-        self.logits = out.logits[:, -1, :]
-
-    def keep(self, keep: torch.Tensor) -> None:
-        """Drop the rows where `keep` is False, cache included."""
-        self.rows, self.mask, self.next_position = self.rows[keep], self.mask[keep], self.next_position[keep]
-        self.cache.batch_select_indices(keep.nonzero().squeeze(-1))
 
 
 @torch.no_grad()
@@ -216,34 +139,28 @@ def generate_ids(
 
     A row stops after emitting any of `stop_ids`, or when `should_stop(response_ids)`
     (a bool per row) says so; the loop ends early once every row has stopped.
-
-    Each step samples the whole batch's next tokens at once, so the random draws are those
-    of one batch. The model, though, runs on sub-batches of similar prompt length (on a CPU;
-    see `_group_rows`), and rows that have stopped leave their sub-batch. A row's logits then
-    come from a smaller batch with less padding: equal up to float rounding (~1e-6).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got temperature={temperature}, top_p={top_p}")
     device = input_ids.device
-    batch = input_ids.shape[0]
+    batch, width = input_ids.shape
     stop_ids = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
-    if device.type == "cpu":
-        groups = _group_rows(attention_mask.sum(dim=-1).tolist(), max_new_tokens)
-    else:  # an accelerator attends over padding in parallel; fewer, larger calls are faster there
-        groups = [list(range(batch))]
-    sub_batches = [_SubBatch(model, torch.tensor(rows, device=device), input_ids, attention_mask, max_new_tokens)
-                   for rows in groups]
-    logits = torch.empty((batch, sub_batches[0].logits.shape[-1]), device=device)  # rows that stopped keep stale ones
+    positions = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+    next_position = attention_mask.sum(dim=-1)  # position of the first response token
+    # The attention mask of every step is a prefix of this one: prompt mask, then ones.
+    full_mask = torch.cat([attention_mask, attention_mask.new_ones((batch, max_new_tokens))], dim=1)
+    cache = _preallocated_cache(model, width + max_new_tokens)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                past_key_values=cache, use_cache=True, logits_to_keep=1)
     tokens = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     logprobs = torch.zeros((batch, max_new_tokens), device=device)
     active = torch.zeros((batch, max_new_tokens), dtype=torch.bool, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     steps = max_new_tokens
     for step in range(max_new_tokens):
-        for sub in sub_batches:
-            logits[sub.rows] = sub.logits.float()
+        logits = out.logits[:, -1, :].float()
         token = _next_token(logits, temperature, top_p, generator).masked_fill_(done, pad_token_id)
         logprob = F.log_softmax(logits, dim=-1).gather(-1, token[:, None]).squeeze(-1)
         tokens[:, step] = token
@@ -255,17 +172,13 @@ def generate_ids(
         if step == max_new_tokens - 1 or done.all():
             steps = step + 1
             break
-        running = []
-        for sub in sub_batches:
-            keep = ~done[sub.rows]
-            stopped = len(keep) - int(keep.sum())
-            if stopped == len(keep):
-                continue
-            if 4 * stopped >= len(keep):  # worth copying the cache of the rows that go on
-                sub.keep(keep)
-            sub.step(token, step)
-            running.append(sub)
-        sub_batches = running
+        out = model(
+            input_ids=token[:, None],
+            attention_mask=full_mask[:, : width + step + 1],
+            position_ids=(next_position + step)[:, None],
+            past_key_values=cache,
+            use_cache=True,
+        )
     return Generation(
         prompt_ids=input_ids,
         prompt_mask=attention_mask,
