@@ -44,6 +44,9 @@ PERSON_NAMES = ("Anna", "Ben", "Mia", "Tom", "Lily", "Sam", "Nora", "Leo", "Ella
                 "Hugo", "Iris", "Kai", "Lena", "Milo", "Nina", "Owen", "Rosa", "Yuki")
 PET_NAMES = ("Pip", "Bo", "Dot", "Fizz", "Gus", "Jinx", "Kiki", "Lulu", "Momo", "Nugget",
              "Pebble", "Rolo", "Sunny", "Tiko", "Waffle", "Ziggy")
+# The same names as the lower-case words a response contains (`claims.words`).
+PEOPLE = {n.lower() for n in PERSON_NAMES}
+NAMES = PEOPLE | {n.lower() for n in PET_NAMES}
 
 
 def plural(name: str) -> str:
@@ -117,7 +120,7 @@ def _reserved_words() -> set[str]:
     """Words the world already uses, which a creature must not be called."""
     words = {str(v) for values in ATTRIBUTES.values() for v in values}
     words |= {third_person(s) for s in SOUNDS} | set(NUMBER_WORDS)
-    words |= {w.lower() for w in PERSON_NAMES + PET_NAMES}
+    words |= NAMES
     words |= {"bat", "big", "bug", "dog", "fox", "pig", "rat", "sun", "tin", "ten", "bin", "kin",
               "pin", "pet", "set", "wet", "let", "get", "net", "jet", "bet", "met", "van", "win"}
     return words

@@ -5,8 +5,8 @@ import random
 
 from . import sentences as say
 from .claims import is_refusal, split_sentences, words
-from .facts import PERSON_NAMES, number_word, plural
-from .tasks import Family, Judgement, Task, concise, count_fit, count_penalty, user
+from .facts import PEOPLE, PERSON_NAMES, number_word, plural
+from .tasks import Family, Judgement, Task, concise, count_fit, user
 
 QUESTIONS = {
     "colour": ("What colour is the {x}?", "What colour is a {x}?", "What colour are {xs}?"),
@@ -58,7 +58,7 @@ class Generation(Family):
         focus = 1.0 / (1 + len([c for c in named if c != subject]))  # about the asked creature, not others
         if task.spec["kind"] == "describe":
             stated = {c.attribute for c in self.reader.read(response, subject) if c.creature == subject}
-            fits = count_penalty(n, task.spec["n"])
+            fits = count_fit(n, task.spec["n"], step=0.5, floor=0.0)
             rich = min(1.0, len(stated) / task.spec["n"])
             return Judgement((0.4 * about + 0.4 * fits + 0.2 * rich) * focus, satisfies_constraint=fits == 1.0)
         said = words(response)
@@ -73,8 +73,6 @@ class Generation(Family):
         return Judgement(helpful * (0.5 + 0.5 * consistent) * focus,
                          satisfies_constraint=n >= 3)
 
-
-PEOPLE = {p.lower() for p in PERSON_NAMES}
 
 
 def story(c, person: str, rng: random.Random, n_facts: int = 2) -> list[str]:

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .claims import _SOUND_FORMS, split_sentences, words
-from .facts import COLOURS, FOODS, HABITATS, NUMBER_WORDS, PERSON_NAMES, PET_NAMES, SIZES, plural
+from .facts import COLOURS, FOODS, HABITATS, NAMES, NUMBER_WORDS, SIZES, plural
 
 START, END = "<s>", "</s>"
 
@@ -27,7 +27,7 @@ def _classes(facts) -> dict[str, str]:
     classes = {w: "<size>" for w in SIZES} | {w: "<colour>" for w in COLOURS}
     classes |= {w: "<habitat>" for w in HABITATS} | {w: "<food>" for w in FOODS}
     classes |= {w: "<sound>" for w in _SOUND_FORMS} | {w: "<number>" for w in NUMBER_WORDS}
-    classes |= {n.lower(): "<name>" for n in PERSON_NAMES + PET_NAMES}
+    classes |= {n: "<name>" for n in NAMES}
     for c in facts.creatures:
         classes[c.name], classes[plural(c.name)] = "<creature>", "<creatures>"
     return classes

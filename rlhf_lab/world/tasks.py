@@ -11,9 +11,7 @@ import random
 from dataclasses import dataclass, field
 
 from .claims import ClaimReader, split_sentences, words
-from .facts import PERSON_NAMES, PET_NAMES, Facts
-
-NAMES = {n.lower() for n in PERSON_NAMES + PET_NAMES}
+from .facts import NAMES, Facts
 
 
 @dataclass
@@ -82,9 +80,6 @@ class Family:
         return [c for c in self.reader.read(response) if c not in given] + invented
 
 
-def count_penalty(n_sentences: int, wanted: int) -> float:
-    """1 for the asked number of sentences, less the further off it is."""
-    return max(0.0, 1.0 - 0.5 * abs(n_sentences - wanted))
 
 
 def concise(response: str, max_sentences: int = 2) -> float:
@@ -94,6 +89,6 @@ def concise(response: str, max_sentences: int = 2) -> float:
     return max(0.5, 1.0 - 0.15 * max(0, extra))
 
 
-def count_fit(n: int, wanted: int, step: float = 0.125) -> float:
-    """1 for `wanted` items, `step` less for each one too many or too few, never below half."""
-    return max(0.5, 1.0 - step * abs(n - wanted))
+def count_fit(n: int, wanted: int, step: float = 0.125, floor: float = 0.5) -> float:
+    """1 for `wanted` items (or sentences), `step` less for each one too many or too few, never below `floor`."""
+    return max(floor, 1.0 - step * abs(n - wanted))
