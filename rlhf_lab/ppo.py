@@ -79,10 +79,13 @@ class RunningStd:
 
 def response_logits(model, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
                     temperature: float) -> torch.Tensor:
-    """(B, T, V) logits / temperature at the positions that predict the answer's tokens."""
+    """(B, T, V) logits / temperature at the positions that predict the answer's tokens. The LM
+    head runs only there (`logits_to_keep`): over the prompt it would be wasted work."""
     positions = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
-    logits = model(input_ids=sequences, attention_mask=attention_mask, position_ids=positions).logits
-    return logits[:, prompt_width - 1:-1].float() / temperature
+    answer_width = sequences.shape[1] - prompt_width
+    logits = model(input_ids=sequences, attention_mask=attention_mask, position_ids=positions,
+                   logits_to_keep=answer_width + 1).logits
+    return logits[:, :-1].float() / temperature
 
 
 def response_values(value_model, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int):
