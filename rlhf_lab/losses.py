@@ -5,6 +5,8 @@ formula out by hand on one batch and compare.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -139,3 +141,41 @@ def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torc
     """½·max((V − R)², (clip(V, V_old ± ε) − R)²) over tokens: the value may not move more than ε."""
     clipped = old_values + (values - old_values).clamp(-clip, clip)
     return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)
+
+
+# --- Beyond PPO: DPO, RLOO, best-of-N ------------------------------------------------------
+
+def sequence_logprobs(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) log π(y|x): the answer's token log-probs summed over its real tokens (mask 1)."""
+    return (token_logprobs(logits, targets) * mask).sum(dim=-1)
+
+
+def dpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
+             beta: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """DPO (Rafailov et al., 2023): −log σ(β[(log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l))]).
+
+    Each argument is (P,) summed answer log-probs of a pair's winner or loser. β·(log π − log π_ref)
+    is the policy's implicit reward; the stats say how often it ranks the pair right and by how much.
+    """
+    chosen_reward, rejected_reward = beta * (chosen - ref_chosen), beta * (rejected - ref_rejected)
+    margin = chosen_reward - rejected_reward
+    loss = -F.logsigmoid(margin).mean()
+    with torch.no_grad():
+        stats = {"reward_accuracy": (margin > 0).float().mean().item(), "reward_margin": margin.mean().item()}
+    return loss, stats
+
+
+def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """REINFORCE leave-one-out (Ahmadian et al., 2024): each of a prompt's k samples is judged
+    against the mean reward of the other k − 1. rewards: (prompts, k) with k ≥ 2."""
+    k = rewards.shape[-1]
+    if k < 2:
+        raise ValueError(f"RLOO needs at least 2 samples per prompt for a leave-one-out baseline, got {k}")
+    return rewards - (rewards.sum(dim=-1, keepdim=True) - rewards) / (k - 1)
+
+
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n ‖ π) = log n − (n − 1)/n nats for the best of n samples of π (no ties)."""
+    if n < 1:
+        raise ValueError(f"best-of-n needs n >= 1, got {n}")
+    return math.log(n) - (n - 1) / n
