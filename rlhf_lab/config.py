@@ -119,10 +119,10 @@ class ComparisonsConfig:
 @dataclass
 class RewardConfig:
     seed: int = 0  # seeds the head-free start, batch order
-    epochs: int = 1  # passes over the rankings (the paper: 1; a second gained us nothing)
+    epochs: int = 2  # passes over the rankings (the paper: 1; a second gains ~2.5 points of accuracy here)
     groups_per_batch: int = 4  # rankings per step; each is K answers forwarded once, C(K,2) pairs
     pairs_per_batch: int = 16  # pairs per step on shuffled pairs (about as many answers as 4 rankings)
-    lr: float = 3e-4  # peak learning rate, cosine decay to 0
+    lr: float = 1e-4  # peak learning rate, cosine decay to 0 (3e-4 for one epoch did 2.5 points worse)
     head_lr_scale: float = 30.0  # the fresh scalar head learns this much faster than the SFT body
     warmup_steps: int = 10  # linear warmup steps
     weight_decay: float = 0.0  # AdamW weight decay
@@ -144,8 +144,8 @@ class PPOConfig:
     steps: int = 40  # rounds of (rollout, PPO update)
     batch_size: int = 32  # prompts per rollout
     minibatch_size: int = 16  # rollouts per gradient step
-    ppo_epochs: int = 4  # passes over each rollout batch
-    lr: float = 2e-5  # policy learning rate (constant)
+    ppo_epochs: int = 2  # passes over each rollout batch; the update is most of a step's time, so 2 at a 2x lr, not 4
+    lr: float = 4e-5  # policy learning rate (constant)
     value_lr: float = 1e-4  # value model learning rate
     kl_coef: float = 0.15  # β: per-token penalty β·log(π/π_SFT) in the reward (0.05 lost to SFT here)
     target_kl: float | None = None  # if set, adapt β so the rollout KL (per answer) tracks this
