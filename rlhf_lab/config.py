@@ -168,3 +168,32 @@ class PPOConfig:
     def smoke(cls) -> PPOConfig:
         return cls(steps=2, batch_size=4, minibatch_size=2, ppo_epochs=1, max_new_tokens=8, ptx_batch_size=2,
                    ptx_block_size=16)
+
+
+@dataclass
+class RLOOConfig(PPOConfig):
+    """PPO's knobs (β, lr, batch, answer length) with k answers per prompt and no value model."""
+
+    samples_per_prompt: int = 4  # k: each answer is judged against the mean of the prompt's other k − 1
+    ppo_epochs: int = 1  # on-policy REINFORCE: one pass; the clip only guards the second minibatch
+
+    @classmethod
+    def smoke(cls) -> RLOOConfig:
+        return cls(steps=2, batch_size=4, minibatch_size=2, samples_per_prompt=2, max_new_tokens=8)
+
+
+@dataclass
+class DPOConfig:
+    seed: int = 0  # seeds batch order
+    beta: float = 0.1  # β: the implicit reward is β·log(π/π_SFT); larger keeps the policy nearer SFT
+    epochs: int = 1  # passes over the rankings
+    groups_per_batch: int = 4  # rankings per step, each K answers forwarded once (as the RM)
+    lr: float = 1e-4  # peak learning rate, cosine decay to 0
+    warmup_steps: int = 10  # linear warmup steps
+    grad_clip: float = 1.0  # clip the global gradient norm to this
+    max_length: int = 256  # longest prompt + answer in tokens
+    evals_per_epoch: int = 2  # validation points per epoch: the implicit reward's log loss and accuracy
+
+    @classmethod
+    def smoke(cls) -> DPOConfig:
+        return cls(groups_per_batch=2, warmup_steps=1, evals_per_epoch=1)

@@ -110,16 +110,17 @@ class PPOTrainer:
                              f"tokens, and greedy decoding (0) has none")
         if config.ptx_coef > 0 and ptx_blocks is None:
             raise ValueError("ptx_coef > 0 needs pretraining text: pass ptx_blocks (see pretrain.pack_documents)")
-        for model in (policy, reference, value_model):
+        for model in (m for m in (policy, reference, value_model) if m is not None):
             set_dropout(model, 0.0)
             model.eval()  # no dropout anywhere: the ratio π/π_old must be 1 before the first update
         reference.requires_grad_(False)
         policy.requires_grad_(True)
-        value_model.requires_grad_(True)  # a copy of the frozen RM starts frozen too
+        if value_model is not None:
+            value_model.requires_grad_(True)  # a copy of the frozen RM starts frozen too
+            self.value_optimizer = torch.optim.AdamW(value_model.parameters(), lr=config.value_lr, weight_decay=0.0)
         self.device = next(policy.parameters()).device
         self.stop_ids = stop_token_ids(tokenizer, policy)
         self.policy_optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
-        self.value_optimizer = torch.optim.AdamW(value_model.parameters(), lr=config.value_lr, weight_decay=0.0)
         self.kl_controller = AdaptiveKL(config.kl_coef, config.target_kl, config.kl_horizon)
         self.score_std = RunningStd()
         self.rng = random.Random(config.seed)
@@ -163,7 +164,7 @@ class PPOTrainer:
         seq, attn = gen.sequences, gen.attention_mask
         mask = gen.response_mask.float()
         logits, ref_logits, logprobs, ref_logprobs = self._logprobs(gen, width)
-        values = response_values(self.value_model, seq, attn, width) * mask
+        values = self._values(seq, attn, width) * mask
         texts = [t.strip() for t in decode_responses(self.tokenizer, gen, self.stop_ids)]
 
         raw = self.score_fn(seq, attn, texts).float().to(self.device)
@@ -179,7 +180,7 @@ class PPOTrainer:
         beta = self.kl_controller.beta
         rewards = -beta * (logprobs - ref_logprobs) * mask
         rewards[torch.arange(len(seq)), last] += scores
-        advantages, returns = gae(rewards, values, mask, c.gamma, c.lam)
+        advantages, returns = self._advantages(rewards, values, mask)
         if c.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
         n_tokens = int(mask.sum())
@@ -193,6 +194,13 @@ class PPOTrainer:
         rollout = Rollout(records, texts, seq, attn, width, gen.response_ids, mask, logprobs, ref_logprobs, values,
                           scores, rewards, advantages, returns)
         return rollout, stats
+
+    def _values(self, sequences: torch.Tensor, attention_mask: torch.Tensor, width: int) -> torch.Tensor:
+        return response_values(self.value_model, sequences, attention_mask, width)
+
+    def _advantages(self, rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor):
+        """(advantages, returns): GAE on the per-token rewards and the value model's estimates."""
+        return gae(rewards, values, mask, self.config.gamma, self.config.lam)
 
     def _logprobs(self, gen, width: int):
         """Policy and reference logits over the answers, and the sampled tokens' log-probs (0 on padding)."""
@@ -248,10 +256,12 @@ class PPOTrainer:
                     loss = loss + c.ptx_coef * ptx
                     stats["ptx_loss"] = ptx.item()
                 self._step(self.policy_optimizer, self.policy, loss, "policy")
-                values = response_values(self.value_model, seq, attn, r.prompt_width)
-                value_loss = ppo_value_loss(values, r.values[mb], r.returns[mb], mask, c.value_clip)
-                self._step(self.value_optimizer, self.value_model, value_loss, "value")
-                stats.update(policy_loss=policy_loss.item(), value_loss=value_loss.item())
+                stats["policy_loss"] = policy_loss.item()
+                if self.value_model is not None:
+                    values = response_values(self.value_model, seq, attn, r.prompt_width)
+                    value_loss = ppo_value_loss(values, r.values[mb], r.returns[mb], mask, c.value_clip)
+                    self._step(self.value_optimizer, self.value_model, value_loss, "value")
+                    stats["value_loss"] = value_loss.item()
                 for k, v in stats.items():
                     totals[k] = totals.get(k, 0.0) + v
                 n += 1

@@ -142,8 +142,9 @@ def encode_groups(tokenizer, groups: list[dict], max_length: int) -> list[dict]:
 
 
 def group_batch(encoded_groups: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded answers of several groups, with winner/loser indices into the flat answer
-    list and the group each pair belongs to (for the per-ranking average)."""
+    """Right-padded answers of several groups (labels mark the answer tokens, for DPO), with
+    winner/loser indices into the flat answer list and the group each pair belongs to (for the
+    per-ranking average)."""
     examples, winners, losers, group_of_pair, offset = [], [], [], [], 0
     for n, g in enumerate(encoded_groups):
         examples += g["encoded"]
@@ -153,7 +154,7 @@ def group_batch(encoded_groups: list[dict], pad_token_id: int) -> dict[str, torc
             group_of_pair.append(n)
         offset += len(g["encoded"])
     batch = collate(examples, pad_token_id)
-    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": batch["labels"],
             "winners": torch.tensor(winners), "losers": torch.tensor(losers), "groups": torch.tensor(group_of_pair)}
 
 
@@ -237,7 +238,7 @@ def calibration(groups: list[dict], scores: list[list[float]], bins: int = 10, s
 
 # --- training ----------------------------------------------------------------------------
 
-def _batches(groups: list[dict], size: int, rng: random.Random) -> list[list[dict]]:
+def ranking_batches(groups: list[dict], size: int, rng: random.Random) -> list[list[dict]]:
     """Shuffled batches of `size` groups, bucketed by answer length to save padding."""
     order = sorted(range(len(groups)), key=lambda i: (max(len(e["input_ids"]) for e in groups[i]["encoded"]),
                                                        rng.random()))
@@ -278,7 +279,7 @@ def train_reward_model(model, tokenizer, train_groups: list[dict], valid_groups:
     bar = tqdm(total=total, desc="reward model", disable=not progress, mininterval=1.0)
     for epoch in range(config.epochs):
         losses = []
-        for k, batch_groups in enumerate(_batches(train, per_batch, rng), start=1):
+        for k, batch_groups in enumerate(ranking_batches(train, per_batch, rng), start=1):
             model.train()
             batch = {key: t.to(device) for key, t in group_batch(batch_groups, tokenizer.pad_token_id).items()}
             for group in optimizer.param_groups:
