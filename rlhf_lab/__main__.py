@@ -186,6 +186,61 @@ def _ppo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smoke", action="store_true", help="two tiny steps: checks the path")
 
 
+def run_bon(args: argparse.Namespace) -> None:
+    from .pipeline import RUNS_DIR, best_of_n_frontier, frontier_prompts
+
+    out = args.out or RUNS_DIR / "bon"
+    curve = best_of_n_frontier(frontier_prompts(), n_max=args.n, seed=args.seed, out_dir=out)["curve"]
+    for row in curve:
+        print(f"best of {row['n']:3d}: KL {row['kl']:.2f} nats, RM score {row['rm']:+.3f}, gold {row['gold']:.3f}")
+    print(f"written to {out / 'frontier.json'} and {out / 'candidates.jsonl'}")
+
+
+def _bon_args(p: argparse.ArgumentParser) -> None:
+    _stage_args(p, "runs/bon")
+    p.add_argument("--n", type=int, default=32, help="answers sampled per prompt, a power of 2 (default: %(default)s)")
+
+
+def run_dpo(args: argparse.Namespace) -> None:
+    from .config import DPOConfig
+    from .pipeline import RUNS_DIR, train_dpo_policy
+
+    config, out = _config_and_out(args, DPOConfig, RUNS_DIR / "dpo")
+    if args.beta is not None:
+        config.beta = args.beta
+    _, _, history = train_dpo_policy(config, out_dir=out)
+    print(f"saved the DPO policy (β = {config.beta}) to {out / 'model'}: its implicit reward ranks "
+          f"{history[-1]['valid_accuracy']:.1%} of the validation pairs right (log loss {history[-1]['valid_loss']:.3f})")
+
+
+def _dpo_args(p: argparse.ArgumentParser) -> None:
+    _stage_args(p, "runs/dpo")
+    p.add_argument("--beta", type=float, default=None, help="β of the implicit reward (default: DPOConfig)")
+    p.add_argument("--smoke", action="store_true", help="one epoch of tiny batches: checks the path")
+
+
+def run_rloo(args: argparse.Namespace) -> None:
+    from .config import RLOOConfig
+    from .pipeline import RUNS_DIR, train_rloo
+
+    config, out = _config_and_out(args, RLOOConfig, RUNS_DIR / "rloo")
+    if args.kl_coef is not None:
+        config.kl_coef = args.kl_coef
+    if args.steps is not None:
+        config.steps = args.steps
+    _, _, history = train_rloo(config, out_dir=out)
+    print(f"saved the RLOO policy to {out / 'model'}: RM reward {history[0]['reward']:+.3f} -> "
+          f"{history[-1]['reward']:+.3f}, KL {history[-1]['kl_k1']:.3f} nats per answer, "
+          f"{sum(h['rollout_s'] + h['update_s'] for h in history) / len(history):.2f}s per step")
+
+
+def _rloo_args(p: argparse.ArgumentParser) -> None:
+    _stage_args(p, "runs/rloo")
+    p.add_argument("--steps", type=int, default=None, help="rollout + update rounds (default: RLOOConfig.steps)")
+    p.add_argument("--kl-coef", type=float, default=None, help="β of the per-token KL penalty (default: RLOOConfig)")
+    p.add_argument("--smoke", action="store_true", help="two tiny steps: checks the path")
+
+
 def run_evaluate(args: argparse.Namespace) -> None:
     from .findings import table
     from .pipeline import EVAL_DIR, evaluate
@@ -217,6 +272,9 @@ STAGES = {
                     run_comparisons),
     "rm": ("train the reward model on the rankings -> runs/rm", _rm_args, run_rm),
     "ppo": ("PPO (or PPO-ptx) against the reward model -> runs/ppo", _ppo_args, run_ppo),
+    "bon": ("best-of-N from SFT with the RM: the reward-vs-KL curve -> runs/bon", _bon_args, run_bon),
+    "dpo": ("DPO from SFT on the rankings -> runs/dpo", _dpo_args, run_dpo),
+    "rloo": ("RLOO (REINFORCE, leave-one-out baseline) against the RM -> runs/rloo", _rloo_args, run_rloo),
     "evaluate": ("the paper's findings measured on our models -> runs/evaluation", _evaluate_args, run_evaluate),
     "bench": ("time every stage: tokens (or answers) per second -> runs/bench.md", lambda p: None, run_bench),
 }

@@ -8,6 +8,7 @@ a class ahead of time.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from .config import ComparisonsConfig, ModelConfig, RewardConfig, SFTConfig
@@ -158,6 +159,18 @@ def ppo_prompts() -> list[dict]:
     return records("prompts", "train")[:-ComparisonsConfig().n_train]
 
 
+def _rl_start(progress: bool):
+    """What every RL run starts from: the frozen RM, its score function, and the SFT model twice
+    (the policy to train and the frozen KL reference), with the tokenizer."""
+    from .reward import rewards
+
+    rm, _ = reward_model(progress=progress)
+    rm.requires_grad_(False)
+    policy, tokenizer = sft_model(progress=progress)
+    reference, _ = load_policy(SFT_DIR / "model")
+    return rm, (lambda seq, mask, texts: rewards(rm, seq, mask)), policy, reference, tokenizer
+
+
 def ppo_trainer(config=None, progress: bool = True):
     """A PPOTrainer wired up: policy and KL reference from SFT, value model from the RM."""
     import copy
@@ -165,25 +178,39 @@ def ppo_trainer(config=None, progress: bool = True):
     from .config import PPOConfig
     from .ppo import PPOTrainer
     from .pretrain import pack_documents
-    from .reward import rewards
 
     config = config or PPOConfig()
-    rm, _ = reward_model(progress=progress)
-    rm.requires_grad_(False)
-    policy, tokenizer = sft_model(progress=progress)
-    reference, _ = load_policy(SFT_DIR / "model")
+    rm, score_fn, policy, reference, tokenizer = _rl_start(progress)
     ptx = None
     if config.ptx_coef > 0:
         ptx = pack_documents(tokenizer, [r["text"] for r in records("corpus", "train")[:3000]], config.ptx_block_size)
-    return PPOTrainer(policy, reference, copy.deepcopy(rm), tokenizer,
-                      lambda seq, mask, texts: rewards(rm, seq, mask), ppo_prompts(), config,
+    return PPOTrainer(policy, reference, copy.deepcopy(rm), tokenizer, score_fn, ppo_prompts(), config,
                       gold_fn=gold_scores, ptx_blocks=ptx)
+
+
+def rloo_trainer(config=None, progress: bool = True):
+    """An RLOOTrainer wired up like PPO's, on the same prompts and RM, with no value model."""
+    from .config import RLOOConfig
+    from .rloo import RLOOTrainer
+
+    _, score_fn, policy, reference, tokenizer = _rl_start(progress)
+    return RLOOTrainer(policy, reference, tokenizer, score_fn, ppo_prompts(), config or RLOOConfig(),
+                       gold_fn=gold_scores)
 
 
 def train_ppo(config=None, out_dir: Path = PPO_DIR, callback=None, progress: bool = True):
     """Run PPO (or PPO-ptx when config.ptx_coef > 0); save the policy and history to `out_dir`."""
-    trainer = ppo_trainer(config, progress)
-    history = trainer.train(callback=callback, progress=progress)
+    return _train_rl(ppo_trainer(config, progress), out_dir, callback, progress)
+
+
+def train_rloo(config=None, out_dir: Path = RUNS_DIR / "rloo", callback=None, progress: bool = True,
+               eval_records: list[dict] | None = None):
+    """Run RLOO; save the policy and history (with fixed-prompt evaluations if asked) to `out_dir`."""
+    return _train_rl(rloo_trainer(config, progress), out_dir, callback, progress, eval_records)
+
+
+def _train_rl(trainer, out_dir: Path, callback, progress: bool, eval_records: list[dict] | None = None):
+    history = trainer.train(callback=callback, progress=progress, eval_records=eval_records, eval_every=10)
     save_ppo(trainer, history, out_dir)
     return trainer.policy, trainer.tokenizer, history
 
@@ -201,6 +228,64 @@ def ppo_model(config=None, out_dir: Path = PPO_DIR, progress: bool = True):
         return load_policy(out_dir / "model")
     policy, tokenizer, _ = train_ppo(config, out_dir, progress=progress)
     return policy, tokenizer
+
+
+def frontier_prompts() -> list[dict]:
+    """The fixed prompts of every reward-vs-KL curve: notebook 05's PPO evaluation set."""
+    return records("prompts", "validation")[:64]
+
+
+def fixed_prompt_evaluation(policy, prompt_records: list[dict], seed: int = 0) -> dict:
+    """RM score, gold score and KL from SFT (k1 summed per answer) of `policy`'s answers to fixed prompts,
+    sampled at T = 1 with a fixed seed: PPOTrainer.evaluate, for a policy trained any way."""
+    from .config import PPOConfig
+    from .ppo import PPOTrainer
+
+    _, score_fn, _, reference, tokenizer = _rl_start(progress=False)
+    config = PPOConfig(seed=seed)
+    trainer = PPOTrainer(policy, reference, None, tokenizer, score_fn, prompt_records, config, gold_fn=gold_scores)
+    return trainer.evaluate(prompt_records)
+
+
+def train_dpo_policy(config=None, out_dir: Path = RUNS_DIR / "dpo", callback=None, progress: bool = True):
+    """DPO from the SFT model on the reward model's own rankings; save policy and history to `out_dir`."""
+    from .config import DPOConfig
+    from .dpo import train_dpo
+
+    config = config or DPOConfig()
+    train, valid = reward_groups(comparison_data(progress=progress))
+    policy, tokenizer = sft_model(progress=progress)
+    reference, _ = load_policy(SFT_DIR / "model")
+    policy, history = train_dpo(policy, reference, tokenizer, train, valid, config, callback, progress)
+    save_model(policy, tokenizer, out_dir / "model")
+    (out_dir / "history.json").write_text(json.dumps({"history": history}, indent=1) + "\n", encoding="utf-8")
+    return policy, tokenizer, history
+
+
+def best_of_n_frontier(prompt_records: list[dict], n_max: int = 32, seed: int = 0, out_dir: Path = RUNS_DIR / "bon",
+                       progress: bool = True) -> dict:
+    """n_max SFT answers per prompt (T = 1), each scored by the RM and the gold checker, and the best-of-n
+    curve for n = 1, 2, 4, ... n_max: analytic KL, mean RM score and gold of the RM's pick (over all
+    subsets). Candidates and curve are written to `out_dir`."""
+    from .best_of_n import expected_best_of, sample_candidates
+    from .config import PPOConfig
+    from .losses import best_of_n_kl
+    from .reward import score_texts
+
+    rm, _, policy, _, tokenizer = _rl_start(progress)
+    candidates = sample_candidates(policy, tokenizer, prompt_records, n_max, PPOConfig().max_new_tokens, seed=seed,
+                                   progress=progress)
+    rm_scores = [score_texts(rm, tokenizer, [(r["prompt"], c) for c in cs]) for r, cs in zip(prompt_records, candidates)]
+    gold = [gold_scores([r] * len(cs), cs) for r, cs in zip(prompt_records, candidates)]
+    ns = [2 ** k for k in range(int(math.log2(n_max)) + 1)]
+    curve = [{"n": n, "kl": best_of_n_kl(n),
+              "rm": sum(expected_best_of(s, s, n) for s in rm_scores) / len(rm_scores),
+              "gold": sum(expected_best_of(s, g, n) for s, g in zip(rm_scores, gold)) / len(gold)} for n in ns]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out_dir / "candidates.jsonl", [{"prompt_id": r["prompt_id"], "answers": cs, "rm": s, "gold": g}
+                                                for r, cs, s, g in zip(prompt_records, candidates, rm_scores, gold)])
+    (out_dir / "frontier.json").write_text(json.dumps(curve, indent=1) + "\n", encoding="utf-8")
+    return {"curve": curve, "candidates": candidates, "rm": rm_scores, "gold": gold}
 
 
 LARGE_BASE = ModelConfig.large().base_model  # `python -m rlhf_lab pretrain --large`

@@ -288,7 +288,8 @@ class PPOTrainer:
         history = []
         if eval_records:
             self.evaluations.append({"step": self.step_count, **self.evaluate(eval_records)})
-        bar = tqdm(range(self.config.steps), desc="PPO", disable=not progress, mininterval=1.0)
+        name = type(self).__name__.removesuffix("Trainer")  # PPO, RLOO
+        bar = tqdm(range(self.config.steps), desc=name, disable=not progress, mininterval=1.0)
         for _ in bar:
             history.append(self.step())
             if eval_records and self.step_count % eval_every == 0:

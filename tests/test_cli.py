@@ -82,6 +82,17 @@ def test_rm_and_ppo_stages_parse_their_options():
     assert build_parser().parse_args(["rm", "--smoke"]).run is run_rm
 
 
+def test_beyond_ppo_stages_parse_their_options():
+    from rlhf_lab.__main__ import build_parser, run_bon, run_dpo, run_rloo
+
+    args = build_parser().parse_args(["bon", "--seed", "2", "--n", "8"])
+    assert (args.run, args.seed, args.n) == (run_bon, 2, 8)
+    args = build_parser().parse_args(["dpo", "--beta", "0.5"])
+    assert (args.run, args.beta) == (run_dpo, 0.5)
+    args = build_parser().parse_args(["rloo", "--kl-coef", "0.1", "--steps", "4"])
+    assert (args.run, args.kl_coef, args.steps) == (run_rloo, 0.1, 4)
+
+
 def test_evaluate_bench_and_large_pretrain_parse(monkeypatch, tmp_path):
     from rlhf_lab import __main__ as cli
 
@@ -108,7 +119,8 @@ def test_evaluate_bench_and_large_pretrain_parse(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("stage,config_name,folder", [("sft", "SFTConfig", "sft"), ("comparisons", "ComparisonsConfig", "comparisons"),
-                                                       ("rm", "RewardConfig", "rm"), ("ppo", "PPOConfig", "ppo")])
+                                                       ("rm", "RewardConfig", "rm"), ("ppo", "PPOConfig", "ppo"),
+                                                       ("dpo", "DPOConfig", "dpo"), ("rloo", "RLOOConfig", "rloo")])
 def test_every_training_stage_takes_a_seed(stage, config_name, folder):
     from rlhf_lab import config as configs
     from rlhf_lab.__main__ import _config_and_out, build_parser
