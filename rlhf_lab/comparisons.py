@@ -6,6 +6,7 @@ answers. A subset of prompts was ranked by several labelers to measure agreement
 """
 from __future__ import annotations
 
+import html
 import random
 from collections import defaultdict
 from itertools import combinations
@@ -14,7 +15,7 @@ from .feedback import submit_event
 from .generation import sample
 from .labelers import PAPER_AGREEMENT, agreement, make_panel
 from .tokenizer import format_prompt
-from .widgets import FLAGS
+from .widgets import FLAGS, LETTERS
 
 
 def sample_outputs(model, tokenizer, records: list[dict], k_range=(4, 9), temperatures=(1.0,),
@@ -120,3 +121,33 @@ def collect(world, model, tokenizer, train_records: list[dict], valid_records: l
     valid_items = answers(valid_records, seed=base + 1)
     return {"noise": noise, "items": items, "events": panel_events(world, items, panel, 1, seed=base + 2),
             "valid_items": valid_items, "valid_events": panel_events(world, valid_items, panel, 2, seed=base + 3)}
+
+
+def reveal_against_gold(world, items: list[dict], panel: list, seed: int = 0):
+    """A `RankingWidget` reveal: after each submission, the student's ranking beside a panel labeler's
+    and the gold scores of the same answers, letters in the order shown, with the share of pairs on
+    which the student agrees with each (the feedback the paper's labelers never had)."""
+    by_id = {item["prompt_id"]: item for item in items}
+    rng = random.Random(f"reveal-{seed}")
+
+    def reveal(event: dict) -> str:
+        item = by_id[event["prompt_id"]]
+        task = world.task_from_record(item)
+        scores = [world.score(task, o) for o in item["outputs"]]
+        gold = [s.overall() for s in scores]
+        gold_tiers = [[i for i in range(len(gold)) if gold[i] == g] for g in sorted(set(gold), reverse=True)]
+        panel_tiers = rng.choice(panel).rank(scores, item["outputs"], rng)
+        ranks = {name: {i: n for n, tier in enumerate(tiers, start=1) for i in tier}
+                 for name, tiers in (("you", event["ranking"]), ("labeler", panel_tiers), ("gold", gold_tiers))}
+        rows = "".join(
+            f"<tr><td><b>{LETTERS[p]}</b></td><td>{ranks['you'][i]}</td><td>{ranks['labeler'][i]}</td>"
+            f"<td>{ranks['gold'][i]} ({gold[i]:.2f})</td><td>{html.escape(item['outputs'][i][:80])}</td></tr>"
+            for p, i in enumerate(event["display_order"]))
+        shares = []
+        for name, tiers in (("a panel labeler", panel_tiers), ("the gold checker", gold_tiers)):
+            agree, n = agreement(event["ranking"], tiers)
+            shares.append(f"{name} on {agree} of {n} pairs" if n else f"{name}: no pairs to compare")
+        return (f"<p>How others ranked <b>{html.escape(event['prompt_id'])}</b> (1 = best): you agree with "
+                f"{' and with '.join(shares)}.</p><table><tr><th></th><th>you</th><th>labeler</th>"
+                f"<th>gold (score)</th><th>answer</th></tr>{rows}</table>")
+    return reveal

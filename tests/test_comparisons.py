@@ -70,3 +70,24 @@ def test_more_noise_less_agreement_and_calibration_hits_its_target(world_items):
     assert rates[0] > rates[1] > rates[2]
     noise = calibrate_noise(world, items, target=0.8)
     assert panel_agreement(world, items, noise=noise) == pytest.approx(0.8, abs=0.03)
+
+
+def test_reveal_puts_the_students_ranking_beside_a_labeler_and_the_gold(world_items, tmp_path):
+    from rlhf_lab.comparisons import reveal_against_gold
+    from rlhf_lab.feedback import submit_event
+
+    world, items = world_items
+    item = items[0]
+    gold = [world.score(world.task_from_record(item), o).overall() for o in item["outputs"]]
+    best_first = sorted(range(len(gold)), key=lambda i: -gold[i])
+    distinct = sorted(set(gold), reverse=True)
+    gold_tiers = [[i for i in best_first if gold[i] == g] for g in distinct]
+    shown = list(reversed(range(len(gold))))
+    event = submit_event(item["prompt_id"], "student", gold_tiers, shown, [4] * len(gold), [{}] * len(gold))
+    page = reveal_against_gold(world, items, make_panel("training"))(event)
+    pairs = sum(len(a) * len(b) for k, a in enumerate(gold_tiers) for b in gold_tiers[k + 1:])
+    assert f"the gold checker on {pairs} of {pairs} pairs" in page  # ranked as gold does: full agreement
+    rows = page.split("<tr>")[2:]
+    assert len(rows) == len(gold) and rows[0].startswith("<td><b>A</b></td>")
+    first = shown[0]  # letter A is the output shown first
+    assert f"({gold[first]:.2f})" in rows[0] and item["outputs"][first][:20] in rows[0]

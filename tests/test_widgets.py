@@ -19,8 +19,8 @@ def log(tmp_path):
 def _fill(widget, ranks_by_letter: str, likert: int = 5):
     """Rank by letter: "2132" gives A rank 2, B rank 1, C rank 3, D rank 2."""
     for p, r in enumerate(ranks_by_letter):
-        widget.rank_dropdowns[p].value = int(r)
-        widget.likert_dropdowns[p].value = likert
+        widget.rank_buttons[p].value = int(r)
+        widget.likert_buttons[p].value = likert
 
 
 def test_full_ranking_by_clicks_writes_the_ranking_of_outputs_not_of_letters(log):
@@ -29,7 +29,7 @@ def test_full_ranking_by_clicks_writes_the_ranking_of_outputs_not_of_letters(log
     assert rw.prompt_id == "p0" and sorted(order) == [0, 1, 2, 3] and order != [0, 1, 2, 3]
     assert rw.submit_button.disabled
     _fill(rw, "2132")
-    rw.likert_dropdowns[2].value = 1
+    rw.likert_buttons[2].value = 1
     rw.flag_boxes[2]["hallucination"].value = True
     assert rw.preview.value == "B > A = D > C → 5 pairs"
     assert not rw.submit_button.disabled
@@ -50,14 +50,15 @@ def test_full_ranking_by_clicks_writes_the_ranking_of_outputs_not_of_letters(log
 def test_incomplete_ranking_is_refused_in_the_widget_and_nothing_written(log):
     rw = RankingWidget(ITEMS, log, "me")
     _fill(rw, "1234")
-    rw.rank_dropdowns[2].value = None
+    rw.rank_buttons[2].value = None
     assert rw.submit_button.disabled
-    assert rw.preview.value == "still to rank: C"
+    assert rw.preview.value == "Submit needs a rank for C" == rw.submit_button.tooltip
     rw.submit_button.click()  # a click that slips through is refused too
-    assert "Not saved: still to rank: C" in rw.status.value and "b00020" in rw.status.value
-    rw.rank_dropdowns[2].value = 4
-    rw.likert_dropdowns[0].value = None
-    assert rw.submit_button.disabled and rw.preview.value.endswith("still to rate 1–7: A")
+    assert "Not saved: Submit needs a rank for C" in rw.status.value and "b00020" in rw.status.value
+    rw.rank_buttons[2].value = 4
+    rw.likert_buttons[0].value = None
+    rw.likert_buttons[3].value = None
+    assert rw.submit_button.disabled and rw.preview.value.endswith("Submit needs a rating for A, D")
     rw.submit_button.click()
     assert not log.exists() and rw.prompt_id == "p0"
 
@@ -65,7 +66,8 @@ def test_incomplete_ranking_is_refused_in_the_widget_and_nothing_written(log):
 def test_ties_show_in_the_preview(log):
     rw = RankingWidget(ITEMS[:1], log, "me")
     _fill(rw, "1111")
-    assert rw.preview.value == "A = B = C = D → 0 pairs"
+    assert rw.preview.value.startswith("A = B = C = D → 0 pairs  ·  every answer tied")
+    assert not rw.submit_button.disabled  # allowed (the paper's UI allows ties), but flagged
     _fill(rw, "1112")
     assert rw.preview.value == "A = B = C > D → 3 pairs"
 
@@ -79,7 +81,7 @@ def test_a_failed_save_shows_the_error_and_does_not_advance(log, monkeypatch):
     rw.submit_button.click()
     assert "No space left on device" in rw.status.value
     assert rw.prompt_id == "p0" and rw.progress_bar.value == 0
-    assert [d.value for d in rw.rank_dropdowns] == [1, 2, 3, 4]  # the answer is still there to retry
+    assert [d.value for d in rw.rank_buttons] == [1, 2, 3, 4]  # the answer is still there to retry
 
 
 def test_skip_needs_a_reason(log):
@@ -108,7 +110,7 @@ def test_undo_retracts_and_goes_back_with_the_answer_filled_in(log):
     assert rw.prompt_id == "p1" and rw.skip_reason.value == "off topic"
     rw.undo_button.click()
     assert rw.prompt_id == "p0" and rw.progress_label.value == "0 / 3 done"
-    assert [d.value for d in rw.rank_dropdowns] == [2, 1, 3, 2] and rw.flag_boxes[1]["toxic"].value
+    assert [d.value for d in rw.rank_buttons] == [2, 1, 3, 2] and rw.flag_boxes[1]["toxic"].value
     events = read_events(log).events
     assert [e["event"] for e in events] == ["submit", "skip", "retract", "retract"]
     assert [e["retracts"] for e in events[2:]] == [events[1]["event_id"], events[0]["event_id"]]
@@ -180,7 +182,23 @@ def test_items_are_checked(log):
         RankingWidget([{"prompt_id": "x", "prompt": [], "outputs": ["only"]}], log, "me")
 
 
-def test_widget_displays_as_an_ipywidget(log):
-    bundle = RankingWidget(ITEMS, log, "me")._repr_mimebundle_()
+def test_widget_displays_as_an_ipywidget_with_a_static_picture_beside_it(log):
+    rw = RankingWidget(ITEMS, log, "me", seed=3)
+    bundle = rw._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert json.dumps(bundle["application/vnd.jupyter.widget-view+json"])
+    static = bundle["text/html"]  # what a viewer without a kernel shows
+    assert "Prompt 1 of 3" in static and "Question 0 &lt;b&gt;?" in static
+    outputs = ITEMS[0]["outputs"]
+    assert [static.index(f"<b>{LETTERS[p]}</b> {outputs[out]}") for p, out in enumerate(rw.display_order)] == sorted(
+        static.index(f"<b>{LETTERS[p]}</b> {outputs[out]}") for p, out in enumerate(rw.display_order))
+
+
+def test_reveal_shows_after_each_submission_and_clears_on_undo(log):
+    seen = []
+    rw = RankingWidget(ITEMS, log, "me", reveal=lambda event: seen.append(event) or f"gold for {event['prompt_id']}")
+    _fill(rw, "1234")
+    rw.submit_button.click()
+    assert rw.feedback.value == "gold for p0" and seen[0]["event"] == "submit"
+    rw.undo_button.click()
+    assert rw.feedback.value == "" and rw.prompt_id == "p0"
