@@ -159,16 +159,22 @@ def _rm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smoke", action="store_true", help="a few steps: checks the path (needs runs/comparisons)")
 
 
-def run_ppo(args: argparse.Namespace) -> None:
-    from .config import PPOConfig
-    from .pipeline import PPO_DIR, train_ppo
-
-    config, out = _config_and_out(args, PPOConfig, PPO_DIR)
-    config.ptx_coef = args.ptx_coef
+def _rl_config_and_out(args: argparse.Namespace, config_class, default_out: Path):
+    """`_config_and_out`, then the RL stages' --kl-coef and --steps where given."""
+    config, out = _config_and_out(args, config_class, default_out)
     if args.kl_coef is not None:
         config.kl_coef = args.kl_coef
     if args.steps is not None:
         config.steps = args.steps
+    return config, out
+
+
+def run_ppo(args: argparse.Namespace) -> None:
+    from .config import PPOConfig
+    from .pipeline import PPO_DIR, train_ppo
+
+    config, out = _rl_config_and_out(args, PPOConfig, PPO_DIR)
+    config.ptx_coef = args.ptx_coef
     _, _, history = train_ppo(config, out_dir=out)
     first, last = history[0], history[-1]
     print(f"saved the PPO policy to {out / 'model'}: RM reward {first['reward']:+.3f} -> {last['reward']:+.3f}, "
@@ -178,12 +184,17 @@ def run_ppo(args: argparse.Namespace) -> None:
           f"{sum(h['sample_tokens_per_s'] for h in history) / len(history):.0f} tokens/s")
 
 
-def _ppo_args(p: argparse.ArgumentParser) -> None:
-    _stage_args(p, "runs/ppo")
-    p.add_argument("--steps", type=int, default=None, help="rollout + update rounds (default: PPOConfig.steps)")
-    p.add_argument("--kl-coef", type=float, default=None, help="β of the per-token KL penalty (default: PPOConfig)")
-    p.add_argument("--ptx-coef", type=float, default=0.0, help="γ of PPO-ptx (default: 0, plain PPO)")
+def _rl_args(p: argparse.ArgumentParser, name: str) -> None:
+    """--out, --seed, --steps, --kl-coef and --smoke of an RL stage (ppo, rloo)."""
+    _stage_args(p, f"runs/{name.lower()}")
+    p.add_argument("--steps", type=int, default=None, help=f"rollout + update rounds (default: {name}Config.steps)")
+    p.add_argument("--kl-coef", type=float, default=None, help=f"β of the per-token KL penalty (default: {name}Config)")
     p.add_argument("--smoke", action="store_true", help="two tiny steps: checks the path")
+
+
+def _ppo_args(p: argparse.ArgumentParser) -> None:
+    _rl_args(p, "PPO")
+    p.add_argument("--ptx-coef", type=float, default=0.0, help="γ of PPO-ptx (default: 0, plain PPO)")
 
 
 def run_bon(args: argparse.Namespace) -> None:
@@ -223,22 +234,13 @@ def run_rloo(args: argparse.Namespace) -> None:
     from .config import RLOOConfig
     from .pipeline import RUNS_DIR, train_rloo
 
-    config, out = _config_and_out(args, RLOOConfig, RUNS_DIR / "rloo")
-    if args.kl_coef is not None:
-        config.kl_coef = args.kl_coef
-    if args.steps is not None:
-        config.steps = args.steps
+    config, out = _rl_config_and_out(args, RLOOConfig, RUNS_DIR / "rloo")
     _, _, history = train_rloo(config, out_dir=out)
     print(f"saved the RLOO policy to {out / 'model'}: RM reward {history[0]['reward']:+.3f} -> "
           f"{history[-1]['reward']:+.3f}, KL {history[-1]['kl_k1']:.3f} nats per answer, "
           f"{sum(h['rollout_s'] + h['update_s'] for h in history) / len(history):.2f}s per step")
 
 
-def _rloo_args(p: argparse.ArgumentParser) -> None:
-    _stage_args(p, "runs/rloo")
-    p.add_argument("--steps", type=int, default=None, help="rollout + update rounds (default: RLOOConfig.steps)")
-    p.add_argument("--kl-coef", type=float, default=None, help="β of the per-token KL penalty (default: RLOOConfig)")
-    p.add_argument("--smoke", action="store_true", help="two tiny steps: checks the path")
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
@@ -274,7 +276,8 @@ STAGES = {
     "ppo": ("PPO (or PPO-ptx) against the reward model -> runs/ppo", _ppo_args, run_ppo),
     "bon": ("best-of-N from SFT with the RM: the reward-vs-KL curve -> runs/bon", _bon_args, run_bon),
     "dpo": ("DPO from SFT on the rankings -> runs/dpo", _dpo_args, run_dpo),
-    "rloo": ("RLOO (REINFORCE, leave-one-out baseline) against the RM -> runs/rloo", _rloo_args, run_rloo),
+    "rloo": ("RLOO (REINFORCE, leave-one-out baseline) against the RM -> runs/rloo", lambda p: _rl_args(p, "RLOO"),
+             run_rloo),
     "evaluate": ("the paper's findings measured on our models -> runs/evaluation", _evaluate_args, run_evaluate),
     "bench": ("time every stage: tokens (or answers) per second -> runs/bench.md", lambda p: None, run_bench),
 }

@@ -10,16 +10,11 @@ the other C(K, 2) − 1 comparisons away.
 """
 from __future__ import annotations
 
-import math
-import random
-
 import torch
-from tqdm.auto import tqdm
 
 from .data import IGNORE_INDEX, collate
-from .losses import ranking_loss, sequence_logprobs
-from .pretrain import cosine_schedule, gradient_step
-from .reward import encode_groups, group_batch, pair_metrics, ranking_batches
+from .losses import sequence_logprobs
+from .reward import encode_groups, fit_rankings, pair_metrics
 from .sft import set_dropout
 from .utils import set_seed
 
@@ -60,48 +55,24 @@ def train_dpo(policy, reference, tokenizer, train_groups: list[dict], valid_grou
     """Train `policy` in place on ranking groups against the frozen `reference`; returns (policy, history)
     with the implicit reward's validation log loss and pairwise accuracy, `config.evals_per_epoch` times an epoch."""
     set_seed(config.seed)
-    rng = random.Random(config.seed)
-    device = next(policy.parameters()).device
     for model in (policy, reference):
         set_dropout(model, 0.0)  # log π and log π_ref must be comparable: no dropout noise in either
         model.eval()
     reference.requires_grad_(False)
     train = encode_groups(tokenizer, train_groups, config.max_length)
     for g, lp in zip(train, group_logprobs(reference, train, tokenizer.pad_token_id)):
-        g["reference_logprobs"] = lp
-    steps_per_epoch = math.ceil(len(train) / config.groups_per_batch)
-    total = config.epochs * steps_per_epoch
-    eval_at = {round(steps_per_epoch * k / config.evals_per_epoch) for k in range(1, config.evals_per_epoch + 1)}
+        g["reference_logprobs"] = lp  # the frozen reference's log-probs, computed once
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
 
-    def evaluate(step, losses):
-        rewards = implicit_rewards(policy, reference, tokenizer, valid_groups, config.beta, config.max_length)
-        metrics = pair_metrics(valid_groups, rewards)
-        history.append({"step": step, "epoch": step / steps_per_epoch,
-                        "train_loss": sum(losses) / len(losses) if losses else None,
-                        "valid_loss": metrics["log_loss"], "valid_accuracy": metrics["accuracy"]})
-        if callback:
-            callback(history)
+    def implicit(batch, groups):
+        reference_lp = torch.tensor([lp for g in groups for lp in g["reference_logprobs"]], device=batch["labels"].device)
+        return config.beta * (answer_logprobs(policy, batch["input_ids"], batch["attention_mask"], batch["labels"])
+                              - reference_lp)
 
-    history, step = [], 0
-    evaluate(0, [])
-    bar = tqdm(total=total, desc="DPO", disable=not progress, mininterval=1.0)
-    for _ in range(config.epochs):
-        losses = []
-        for k, batch_groups in enumerate(ranking_batches(train, config.groups_per_batch, rng), start=1):
-            batch = {key: t.to(device) for key, t in group_batch(batch_groups, tokenizer.pad_token_id).items()}
-            reference_lp = torch.tensor([lp for g in batch_groups for lp in g["reference_logprobs"]], device=device)
-            optimizer.param_groups[0]["lr"] = cosine_schedule(step, total, config.warmup_steps, config.lr)
-            policy_lp = answer_logprobs(policy, batch["input_ids"], batch["attention_mask"], batch["labels"])
-            loss = ranking_loss(config.beta * (policy_lp - reference_lp), batch["winners"], batch["losers"],
-                                batch["groups"])
-            gradient_step(policy, optimizer, loss, config.grad_clip)
-            losses.append(loss.item())
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-            if k in eval_at:
-                evaluate(step, losses)
-                losses = []
-    bar.close()
+    def valid_metrics():
+        return pair_metrics(valid_groups, implicit_rewards(policy, reference, tokenizer, valid_groups, config.beta,
+                                                           config.max_length))
+
+    history = fit_rankings(policy, optimizer, train, tokenizer.pad_token_id, config.groups_per_batch, config, implicit,
+                           valid_metrics, callback, progress, desc="DPO")
     return policy, history

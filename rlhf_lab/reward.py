@@ -247,27 +247,22 @@ def ranking_batches(groups: list[dict], size: int, rng: random.Random) -> list[l
     return batches
 
 
-def train_reward_model(model, tokenizer, train_groups: list[dict], valid_groups: list[dict], config,
-                       callback=None, progress: bool = True):
-    """Train in place on ranking groups (or on `as_pairs(...)` for the alternative); returns
-    (model, history) with validation log loss and accuracy `config.evals_per_epoch` times an epoch."""
-    set_seed(config.seed)
+def fit_rankings(model, optimizer, encoded_groups: list[dict], pad_token_id: int, per_batch: int, config, answer_scores,
+                 valid_metrics, callback=None, progress: bool = True, desc: str = "reward model") -> list[dict]:
+    """The loop the reward model and DPO share: length-bucketed batches of rankings in a seeded order,
+    a cosine learning rate (times each parameter group's "scale", if it has one), the ranking loss on
+    `answer_scores(batch, groups)` (one score per answer), and `valid_metrics()` (a `pair_metrics`
+    result, or None to skip) logged `config.evals_per_epoch` times an epoch. Returns the history."""
     rng = random.Random(config.seed)
     device = next(model.parameters()).device
-    train = encode_groups(tokenizer, train_groups, config.max_length)
-    per_batch = config.groups_per_batch if max(len(g["pairs"]) for g in train_groups) > 1 else config.pairs_per_batch
-    steps_per_epoch = math.ceil(len(train) / per_batch)
+    steps_per_epoch = math.ceil(len(encoded_groups) / per_batch)
     total = config.epochs * steps_per_epoch
     eval_at = {round(steps_per_epoch * k / config.evals_per_epoch) for k in range(1, config.evals_per_epoch + 1)}
-    head = list(model.score.parameters())
-    body = [p for p in model.parameters() if all(p is not h for h in head)]
-    optimizer = torch.optim.AdamW([{"params": body, "scale": 1.0}, {"params": head, "scale": config.head_lr_scale}],
-                                  lr=config.lr, weight_decay=config.weight_decay)
 
     def evaluate(step, losses):
-        if not valid_groups:
+        metrics = valid_metrics()
+        if metrics is None:
             return
-        metrics = pair_metrics(valid_groups, score_groups(model, tokenizer, valid_groups, config.max_length))
         history.append({"step": step, "epoch": step / steps_per_epoch,
                         "train_loss": sum(losses) / len(losses) if losses else None,
                         "valid_loss": metrics["log_loss"], "valid_accuracy": metrics["accuracy"]})
@@ -276,16 +271,14 @@ def train_reward_model(model, tokenizer, train_groups: list[dict], valid_groups:
 
     history, step = [], 0
     evaluate(0, [])
-    bar = tqdm(total=total, desc="reward model", disable=not progress, mininterval=1.0)
-    for epoch in range(config.epochs):
+    bar = tqdm(total=total, desc=desc, disable=not progress, mininterval=1.0)
+    for _ in range(config.epochs):
         losses = []
-        for k, batch_groups in enumerate(ranking_batches(train, per_batch, rng), start=1):
-            model.train()
-            batch = {key: t.to(device) for key, t in group_batch(batch_groups, tokenizer.pad_token_id).items()}
+        for k, batch_groups in enumerate(ranking_batches(encoded_groups, per_batch, rng), start=1):
+            batch = {key: t.to(device) for key, t in group_batch(batch_groups, pad_token_id).items()}
             for group in optimizer.param_groups:
-                group["lr"] = group["scale"] * cosine_schedule(step, total, config.warmup_steps, config.lr)
-            scores = rewards(model, batch["input_ids"], batch["attention_mask"])
-            loss = ranking_loss(scores, batch["winners"], batch["losers"], batch["groups"])
+                group["lr"] = group.get("scale", 1.0) * cosine_schedule(step, total, config.warmup_steps, config.lr)
+            loss = ranking_loss(answer_scores(batch, batch_groups), batch["winners"], batch["losers"], batch["groups"])
             gradient_step(model, optimizer, loss, config.grad_clip)
             losses.append(loss.item())
             step += 1
@@ -295,6 +288,32 @@ def train_reward_model(model, tokenizer, train_groups: list[dict], valid_groups:
                 evaluate(step, losses)
                 losses = []
     bar.close()
+    return history
+
+
+def train_reward_model(model, tokenizer, train_groups: list[dict], valid_groups: list[dict], config,
+                       callback=None, progress: bool = True):
+    """Train in place on ranking groups (or on `as_pairs(...)` for the alternative); returns
+    (model, history) with validation log loss and accuracy `config.evals_per_epoch` times an epoch."""
+    set_seed(config.seed)
+    train = encode_groups(tokenizer, train_groups, config.max_length)
+    per_batch = config.groups_per_batch if max(len(g["pairs"]) for g in train_groups) > 1 else config.pairs_per_batch
+    head = list(model.score.parameters())
+    body = [p for p in model.parameters() if all(p is not h for h in head)]
+    optimizer = torch.optim.AdamW([{"params": body, "scale": 1.0}, {"params": head, "scale": config.head_lr_scale}],
+                                  lr=config.lr, weight_decay=config.weight_decay)
+
+    def answer_scores(batch, _groups):
+        model.train()  # dropout as configured while training; scoring below puts eval mode back
+        return rewards(model, batch["input_ids"], batch["attention_mask"])
+
+    def valid_metrics():
+        if valid_groups:
+            return pair_metrics(valid_groups, score_groups(model, tokenizer, valid_groups, config.max_length))
+        return None
+
+    history = fit_rankings(model, optimizer, train, tokenizer.pad_token_id, per_batch, config, answer_scores,
+                           valid_metrics, callback, progress, desc="reward model")
     model.eval()
     return model, history
 

@@ -11,6 +11,7 @@ from rlhf_lab.data import encode_example
 from rlhf_lab.dpo import answer_logprobs, group_logprobs, implicit_rewards, train_dpo
 from rlhf_lab.losses import dpo_loss, ranking_loss
 from rlhf_lab.reward import as_pairs, encode_groups, group_batch
+from test_ppo import perturbed_copy
 
 def _groups(n=1):
     """n rankings of three answers (a > b > c) to one prompt each."""
@@ -38,11 +39,7 @@ def test_answer_logprobs_match_a_forward_of_each_row_alone(tiny_model, tiny_toke
 
 
 def test_k_way_loss_on_one_pair_rankings_is_the_papers_dpo_loss(tiny_model, tiny_tokenizer):
-    torch.manual_seed(0)
-    reference = copy.deepcopy(tiny_model)
-    with torch.no_grad():
-        for p in reference.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    reference = perturbed_copy(tiny_model)
     pairs = as_pairs(_groups(2))
     batch = group_batch(encode_groups(tiny_tokenizer, pairs, 64), tiny_tokenizer.pad_token_id)
     with torch.no_grad():

@@ -8,6 +8,7 @@ import torch
 from rlhf_lab import ppo
 from rlhf_lab.config import RLOOConfig
 from rlhf_lab.rloo import RLOOTrainer
+from test_ppo import perturbed_copy
 
 ANIMALS = ["cat", "dog", "owl", "frog", "horse", "whale", "ant", "bee"]
 RECORDS = [{"prompt": [{"role": "user", "content": f"Tell me about the {a}." + " Please." * (i % 3)}],
@@ -20,11 +21,7 @@ def rloo(tiny_model, tiny_tokenizer, score_fn, config, reference=None):
 
 
 def test_rollout_repeats_each_prompt_k_times_and_judges_each_answer_against_the_others(tiny_model, tiny_tokenizer):
-    torch.manual_seed(0)
-    reference = copy.deepcopy(tiny_model)
-    with torch.no_grad():
-        for p in reference.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    reference = perturbed_copy(tiny_model)
     config = RLOOConfig(batch_size=8, minibatch_size=4, samples_per_prompt=4, max_new_tokens=6, kl_coef=0.3,
                         whiten_advantages=False, missing_eos_penalty=None, seed=1)
     trainer = rloo(tiny_model, tiny_tokenizer, lambda seq, mask, texts: torch.arange(len(texts)).float(), config,
