@@ -46,7 +46,10 @@ def implicit_rewards(policy, reference, tokenizer, groups: list[dict], beta: flo
     """β·(log π − log π_ref) of every answer of every group: DPO's reward model, read off the policy."""
     encoded = encode_groups(tokenizer, groups, max_length)
     policy_lp = group_logprobs(policy, encoded, tokenizer.pad_token_id)
-    reference_lp = group_logprobs(reference, encoded, tokenizer.pad_token_id)
+    return _log_ratios(beta, policy_lp, group_logprobs(reference, encoded, tokenizer.pad_token_id))
+
+
+def _log_ratios(beta: float, policy_lp: list[list[float]], reference_lp: list[list[float]]) -> list[list[float]]:
     return [[beta * (p - r) for p, r in zip(ps, rs)] for ps, rs in zip(policy_lp, reference_lp)]
 
 
@@ -69,9 +72,12 @@ def train_dpo(policy, reference, tokenizer, train_groups: list[dict], valid_grou
         return config.beta * (answer_logprobs(policy, batch["input_ids"], batch["attention_mask"], batch["labels"])
                               - reference_lp)
 
+    valid = encode_groups(tokenizer, valid_groups, config.max_length)
+    valid_reference = group_logprobs(reference, valid, tokenizer.pad_token_id)  # also computed once
+
     def valid_metrics():
-        return pair_metrics(valid_groups, implicit_rewards(policy, reference, tokenizer, valid_groups, config.beta,
-                                                           config.max_length))
+        policy_lp = group_logprobs(policy, valid, tokenizer.pad_token_id)
+        return pair_metrics(valid_groups, _log_ratios(config.beta, policy_lp, valid_reference))
 
     history = fit_rankings(policy, optimizer, train, tokenizer.pad_token_id, config.groups_per_batch, config, implicit,
                            valid_metrics, callback, progress, desc="DPO")
