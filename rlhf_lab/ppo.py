@@ -132,15 +132,16 @@ class PPOTrainer:
         self.step_count = 0
         self.evaluations: list[dict] = []
 
+    def _next_prompt(self) -> dict:
+        """The next prompt of a walk through reshuffled copies of the prompt set."""
+        if not self.order:
+            self.order = list(range(len(self.records)))
+            self.rng.shuffle(self.order)
+        return self.records[self.order.pop()]
+
     def _next_records(self) -> list[dict]:
-        """batch_size prompts, walking through a reshuffled copy of the prompt set."""
-        batch = []
-        while len(batch) < self.config.batch_size:
-            if not self.order:
-                self.order = list(range(len(self.records)))
-                self.rng.shuffle(self.order)
-            batch.append(self.records[self.order.pop()])
-        return batch
+        """batch_size prompts."""
+        return [self._next_prompt() for _ in range(self.config.batch_size)]
 
     @torch.no_grad()
     def generate(self, records: list[dict], temperature: float | None = None, generator: torch.Generator | None = None):

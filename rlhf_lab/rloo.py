@@ -26,13 +26,7 @@ class RLOOTrainer(PPOTrainer):
     def _next_records(self) -> list[dict]:
         """batch_size / k prompts, each k times in a row (rows p·k ... p·k + k − 1 share a prompt)."""
         k = self.config.samples_per_prompt
-        batch = []
-        while len(batch) < self.config.batch_size:
-            if not self.order:
-                self.order = list(range(len(self.records)))
-                self.rng.shuffle(self.order)
-            batch += [self.records[self.order.pop()]] * k
-        return batch
+        return [record for _ in range(self.config.batch_size // k) for record in [self._next_prompt()] * k]
 
     def _values(self, sequences: torch.Tensor, attention_mask: torch.Tensor, width: int) -> torch.Tensor:
         return torch.zeros(sequences.shape[0], sequences.shape[1] - width, device=sequences.device)
