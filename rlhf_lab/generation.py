@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from .models import context_length, stop_token_ids
 
@@ -79,6 +80,47 @@ def _next_token(logits: torch.Tensor, temperature: float, top_p: float, generato
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+class _PreallocatedLayer(DynamicLayer):
+    """A DynamicLayer whose keys and values live in one buffer allocated at the first update:
+    each step writes its new columns in place and attention gets a view of the filled part.
+    DynamicLayer's torch.cat instead copies the whole cache into a fresh allocation every step."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        batch, heads = key_states.shape[:2]
+        self._keys = key_states.new_empty((batch, heads, self.capacity, key_states.shape[-1]))
+        self._values = value_states.new_empty((batch, value_states.shape[1], self.capacity, value_states.shape[-1]))
+        self.keys, self.values = self._keys[:, :, :0], self._values[:, :, :0]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start = self.keys.shape[-2]
+        end = start + key_states.shape[-2]
+        if end > self.capacity:  # more than announced: grow like DynamicLayer
+            return super().update(key_states, value_states, *args, **kwargs)
+        self._keys[:, :, start:end] = key_states
+        self._values[:, :, start:end] = value_states
+        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+        return self.keys, self.values
+
+
+def _preallocated_cache(model, capacity: int) -> DynamicCache | None:
+    """The model's own DynamicCache with its plain layers preallocated for `capacity` tokens
+    (sliding-window or other special layers are kept as they are). None, so the model builds
+    its default cache, if this model does not take a DynamicCache."""
+    try:
+        cache = DynamicCache(config=model.config)
+    except Exception:
+        return None
+    cache.layers = [_PreallocatedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+
+
 @torch.no_grad()
 def generate_ids(
     model,
@@ -103,39 +145,46 @@ def generate_ids(
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got temperature={temperature}, top_p={top_p}")
     device = input_ids.device
+    batch, width = input_ids.shape
     stop_ids = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
     positions = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
     next_position = attention_mask.sum(dim=-1)  # position of the first response token
-    mask = attention_mask
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-    done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=device)
-    tokens, logprobs, active = [], [], []
+    # The attention mask of every step is a prefix of this one: prompt mask, then ones.
+    full_mask = torch.cat([attention_mask, attention_mask.new_ones((batch, max_new_tokens))], dim=1)
+    cache = _preallocated_cache(model, width + max_new_tokens)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                past_key_values=cache, use_cache=True, logits_to_keep=1)
+    tokens = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    logprobs = torch.zeros((batch, max_new_tokens), device=device)
+    active = torch.zeros((batch, max_new_tokens), dtype=torch.bool, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    steps = max_new_tokens
     for step in range(max_new_tokens):
         logits = out.logits[:, -1, :].float()
-        token = _next_token(logits, temperature, top_p, generator).masked_fill(done, pad_token_id)
+        token = _next_token(logits, temperature, top_p, generator).masked_fill_(done, pad_token_id)
         logprob = F.log_softmax(logits, dim=-1).gather(-1, token[:, None]).squeeze(-1)
-        tokens.append(token)
-        logprobs.append(logprob.masked_fill(done, 0.0))
-        active.append(~done)
-        done = done | torch.isin(token, stop_ids)
+        tokens[:, step] = token
+        logprobs[:, step] = logprob.masked_fill_(done, 0.0)
+        active[:, step] = ~done
+        done |= torch.isin(token, stop_ids)
         if should_stop is not None:
-            done = done | should_stop(torch.stack(tokens, dim=1))
-        if done.all() or step == max_new_tokens - 1:
+            done |= should_stop(tokens[:, : step + 1])
+        if step == max_new_tokens - 1 or done.all():
+            steps = step + 1
             break
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         out = model(
             input_ids=token[:, None],
-            attention_mask=mask,
+            attention_mask=full_mask[:, : width + step + 1],
             position_ids=(next_position + step)[:, None],
-            past_key_values=out.past_key_values,
+            past_key_values=cache,
             use_cache=True,
         )
     return Generation(
         prompt_ids=input_ids,
         prompt_mask=attention_mask,
-        response_ids=torch.stack(tokens, dim=1),
-        response_mask=torch.stack(active, dim=1).long(),
-        logprobs=torch.stack(logprobs, dim=1),
+        response_ids=tokens[:, :steps].contiguous(),
+        response_mask=active[:, :steps].long(),
+        logprobs=logprobs[:, :steps].contiguous(),
     )
 
 
