@@ -141,11 +141,13 @@ class RewardConfig:
 @dataclass
 class PPOConfig:
     seed: int = 0  # seeds prompt order, sampling, minibatches
-    steps: int = 40  # rounds of (rollout, PPO update)
+    steps: int = 30  # rounds of (rollout, PPO update); 40 moved gold no further (0.760 vs 0.754, same win rate)
     batch_size: int = 32  # prompts per rollout
     minibatch_size: int = 16  # rollouts per gradient step
-    ppo_epochs: int = 2  # passes over each rollout batch; the update is most of a step's time, so 2 at a 2x lr, not 4
-    lr: float = 4e-5  # policy learning rate (constant)
+    # Passes over each rollout batch. The update was most of a step's time: one pass at 8e-5 does
+    # what two at 4e-5 did (win rate 53.4% vs 54.2%, gold 0.760 vs 0.759, all refusals kept) at 0.7x the time.
+    ppo_epochs: int = 1
+    lr: float = 8e-5  # policy learning rate (constant)
     value_lr: float = 1e-4  # value model learning rate
     kl_coef: float = 0.15  # β: per-token penalty β·log(π/π_SFT) in the reward (0.05 lost to SFT here)
     target_kl: float | None = None  # if set, adapt β so the rollout KL (per answer) tracks this
@@ -176,6 +178,10 @@ class RLOOConfig(PPOConfig):
 
     samples_per_prompt: int = 4  # k: each answer is judged against the mean of the prompt's other k − 1
     ppo_epochs: int = 1  # on-policy REINFORCE: one pass; the clip only guards the second minibatch
+    # Slower and longer than PPO: 8 prompts a step, not 32. At PPO's 8e-5 for 30 steps RLOO won 52.2% against
+    # SFT and kept 14 of 17 refusals; at 4e-5 for 40 steps, 56.6% and 17 of 17 (one run each, seed 0).
+    lr: float = 4e-5
+    steps: int = 40
 
     @classmethod
     def smoke(cls) -> RLOOConfig:
