@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from .models import context_length, stop_token_ids
+from .utils import progress_bar
 
 
 @dataclass
@@ -239,7 +239,7 @@ def sample(
     model.eval()
     texts = []
     try:
-        for start in tqdm(range(0, len(prompts), batch_size), desc="sampling", disable=not progress):
+        for start in progress_bar(range(0, len(prompts), batch_size), desc="sampling", disable=not progress):
             ids, mask = input_ids[start : start + batch_size], attention_mask[start : start + batch_size]
             first = int(mask.any(dim=0).long().argmax())  # drop columns that are padding in every row
             generation = generate_ids(

@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from .generation import decode_responses, encode_prompts, generate_ids
 from .losses import (entropy, exact_kl, gae, kl_estimators, masked_mean, masked_whiten, ppo_policy_loss,
@@ -24,6 +23,7 @@ from .pretrain import gradient_step
 from .reward import last_token_index, token_scores
 from .sft import set_dropout
 from .tokenizer import format_prompt
+from .utils import progress_bar
 
 
 @dataclass
@@ -290,7 +290,7 @@ class PPOTrainer:
         if eval_records:
             self.evaluations.append({"step": self.step_count, **self.evaluate(eval_records)})
         name = type(self).__name__.removesuffix("Trainer")  # PPO, RLOO
-        bar = tqdm(range(self.config.steps), desc=name, disable=not progress, mininterval=1.0)
+        bar = progress_bar(range(self.config.steps), desc=name, disable=not progress, mininterval=1.0)
         for _ in bar:
             history.append(self.step())
             if eval_records and self.step_count % eval_every == 0:

@@ -14,12 +14,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .config import ModelConfig, PretrainConfig
 from .models import build_policy
 from .plots import plot_history
-from .utils import atomic_save_file, get_device, set_seed
+from .utils import atomic_save_file, get_device, progress_bar, set_seed
 
 
 def _token_stream(tokenizer, texts: Sequence[str]) -> list[int]:
@@ -139,7 +138,7 @@ def pretrain(
 
     history: list[dict] = []
     running, running_steps, tokens = 0.0, 0, 0
-    bar = tqdm(total=total, desc="pretraining", disable=not progress, mininterval=1.0)
+    bar = progress_bar(total=total, desc="pretraining", disable=not progress, mininterval=1.0)
     model.train()
     for step in range(total):
         if step % steps_per_epoch == 0:

@@ -13,7 +13,6 @@ import random
 from collections import defaultdict
 
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification
 
 from .data import collate, encode_example
@@ -22,7 +21,7 @@ from .labelers import preferences
 from .losses import ranking_loss
 from .models import _no_hf_progress_bars
 from .pretrain import cosine_schedule, gradient_step
-from .utils import get_device, set_seed
+from .utils import get_device, progress_bar, set_seed
 
 
 def load_reward_model(name_or_path, device=None):
@@ -271,7 +270,7 @@ def fit_rankings(model, optimizer, encoded_groups: list[dict], pad_token_id: int
 
     history, step = [], 0
     evaluate(0, [])
-    bar = tqdm(total=total, desc=desc, disable=not progress, mininterval=1.0)
+    bar = progress_bar(total=total, desc=desc, disable=not progress, mininterval=1.0)
     for _ in range(config.epochs):
         losses = []
         for k, batch_groups in enumerate(ranking_batches(encoded_groups, per_batch, rng), start=1):

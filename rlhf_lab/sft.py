@@ -12,13 +12,12 @@ import copy
 import random
 
 import torch
-from tqdm.auto import tqdm
 
 from .data import collate, encode_demonstrations, length_buckets
 from .evaluation import mean_scores, respond, score_all
 from .losses import sft_loss
 from .pretrain import cosine_schedule, gradient_step
-from .utils import set_seed
+from .utils import progress_bar, set_seed
 
 
 def set_dropout(model: torch.nn.Module, p: float) -> None:
@@ -60,7 +59,7 @@ def train_sft(model, tokenizer, train_records: list[dict], valid_records: list[d
     set_dropout(model, config.dropout)
 
     history, best, step = [], None, 0
-    bar = tqdm(total=total_steps, desc="SFT", disable=not progress, mininterval=1.0)
+    bar = progress_bar(total=total_steps, desc="SFT", disable=not progress, mininterval=1.0)
     for epoch in range(1, config.epochs + 1):
         model.train()
         running = []

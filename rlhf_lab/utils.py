@@ -23,6 +23,21 @@ DATA_DIR = REPO_ROOT / "data"
 RUNS_DIR = Path(os.environ.get("RLHF_LAB_RUNS", REPO_ROOT / "runs")).resolve()
 
 
+def progress_bar(*args, **kwargs):
+    """tqdm: a live widget in Jupyter, or plain text lines when RLHF_LAB_TEXT_PROGRESS=1. The notebooks are
+    executed with that set before their outputs are committed: a saved widget shows only its first frame
+    ("0%") to a reader without a kernel, a text bar's last line shows where it ended."""
+    if os.environ.get("RLHF_LAB_TEXT_PROGRESS") == "1":
+        import sys
+
+        from tqdm.std import tqdm
+
+        kwargs.setdefault("file", sys.stdout)
+    else:
+        from tqdm.auto import tqdm
+    return tqdm(*args, **kwargs)
+
+
 def set_seed(seed: int) -> None:
     """Seed python, numpy and torch so a notebook run twice gives the same numbers."""
     random.seed(seed)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rlhf_lab import REPO_ROOT, get_device, set_seed
-from rlhf_lab.utils import atomic_save_dir, atomic_save_file, set_num_threads
+from rlhf_lab.utils import atomic_save_dir, atomic_save_file, progress_bar, set_num_threads
 
 
 def test_set_seed_seeds_python_numpy_and_torch():
@@ -89,3 +89,16 @@ def test_runs_dir_env_override(tmp_path):
     code = "from rlhf_lab.utils import RUNS_DIR; print(RUNS_DIR)"
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(tmp_path.resolve())
+
+
+def test_progress_bar_is_text_on_stdout_when_asked(monkeypatch, capsys):
+    """Executed for committing, a bar must leave its last state as text, not a widget's first frame."""
+    monkeypatch.setenv("RLHF_LAB_TEXT_PROGRESS", "1")
+    for _ in progress_bar(range(3), desc="demo", mininterval=0):
+        pass
+    out = capsys.readouterr().out
+    assert "demo: 100%" in out and "3/3" in out.rsplit("\r", 1)[-1]
+    monkeypatch.delenv("RLHF_LAB_TEXT_PROGRESS")
+    from tqdm.auto import tqdm
+    bar = progress_bar(range(3), disable=True)
+    assert isinstance(bar, tqdm)
