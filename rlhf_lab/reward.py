@@ -21,6 +21,7 @@ from .labelers import preferences
 from .losses import ranking_loss
 from .models import _no_hf_progress_bars
 from .pretrain import cosine_schedule, gradient_step
+from .tokenizer import load_tokenizer
 from .utils import get_device, progress_bar, set_seed
 
 
@@ -30,8 +31,12 @@ def load_reward_model(name_or_path, device=None):
     with _no_hf_progress_bars():
         model = from_pretrained(AutoModelForSequenceClassification, name_or_path, what="reward model",
                                 num_labels=1, use_safetensors=True)
+    if model.config.pad_token_id is None:  # e.g. a Llama checkpoint: its tokenizer knows (or pads with eos)
+        model.config.pad_token_id = load_tokenizer(name_or_path).pad_token_id
     if model.config.pad_token_id is None:
-        raise ValueError(f"{name_or_path}: the config has no pad_token_id, so the score token cannot be found")
+        raise ValueError(f"{name_or_path}: neither the config nor the tokenizer has a pad token id. A reward model "
+                         f"reads its score at the last token that is not padding (here and in transformers), so it "
+                         f"needs one: set pad_token_id in {name_or_path}/config.json")
     return model.to(device or get_device()).eval()
 
 
@@ -51,12 +56,11 @@ def _final_norm(model) -> torch.nn.Module | None:
 
 
 def token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, T) the scalar head applied at every position; the reward is the one at the last
-    real token, the value function (PPO) uses them all. Position ids skip left padding."""
+    """(B, T) the scalar head applied at every position; the reward is the one at the score
+    token, the value function (PPO) uses them all. Position ids skip left padding."""
     positions = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
-    scores = model.score(hidden.last_hidden_state).squeeze(-1).float()
-    return scores + getattr(model.config, "reward_offset", 0.0)
+    return model.score(hidden.last_hidden_state).squeeze(-1).float()
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -65,22 +69,31 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (columns * attention_mask).argmax(dim=-1)
 
 
+def score_token_index(input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    """Where the reward is read: the rightmost token that is not padding, transformers' own rule
+    (`*ForSequenceClassification`), so TRL and any other consumer read the same score. With a
+    distinct pad token that is the last real token; where pad = eos (gpt2), the token before a final eos."""
+    columns = torch.arange(input_ids.shape[1], device=input_ids.device)
+    return (columns * (input_ids != pad_token_id)).argmax(dim=-1)
+
+
 def rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B,) r(x, y): the score at the last real token of each row."""
+    """(B,) r(x, y): the score at each row's score token (`score_token_index`)."""
     scores = token_scores(model, input_ids, attention_mask)
-    return scores[torch.arange(len(scores)), last_token_index(attention_mask)]
+    return scores[torch.arange(len(scores)), score_token_index(input_ids, model.config.pad_token_id)]
 
 
 def shift_rewards(model, offset: float) -> None:
-    """Add `offset` to every score. Folded exactly into the final norm's bias when it has one
-    (w·(x + δ) = w·x + offset for δ = offset·w/|w|²), so a plain from_pretrained load keeps it;
-    otherwise kept in config.reward_offset, which `token_scores` adds."""
+    """Add `offset` to every score, folded exactly into the final norm's bias (w·(x + δ) = w·x +
+    offset for δ = offset·w/|w|²), so transformers' own forward of the saved model gives the
+    shifted scores. Raises ValueError where there is no such bias (RMSNorm: Llama, SmolLM2): a
+    shift kept anywhere else would be a number only this package adds, and other readers miss."""
     norm, weight = _final_norm(model), model.score.weight.detach()[0]
-    if norm is not None and getattr(norm, "bias", None) is not None and float(weight.norm()) > 0:
-        with torch.no_grad():
-            norm.bias += offset * weight / weight.dot(weight)
-    else:
-        model.config.reward_offset = getattr(model.config, "reward_offset", 0.0) + offset
+    if norm is None or getattr(norm, "bias", None) is None or float(weight.norm()) == 0:
+        raise ValueError(f"{type(model).__name__} has no bias before its score head (or the head is zero), so a "
+                         f"shift of its scores cannot be stored in its weights; leave the scores unshifted")
+    with torch.no_grad():
+        norm.bias += offset * weight / weight.dot(weight)
 
 
 # --- data: rankings as groups ------------------------------------------------------------
@@ -318,12 +331,16 @@ def train_reward_model(model, tokenizer, train_groups: list[dict], valid_groups:
 
 
 def normalize(model, tokenizer, demonstrations: list[dict], max_length: int = 256) -> float:
-    """Shift the scores so labeler demonstrations average 0 before RL (the paper's bias);
-    returns the mean it removed."""
+    """Shift the scores so labeler demonstrations average 0 before RL (the paper's bias); returns
+    the mean it removed (0.0, with a note, for a model whose weights cannot hold the shift)."""
     scores = score_texts(model, tokenizer, [(d["prompt"], d["completion"][-1]["content"]) for d in demonstrations],
                          max_length)
     mean = sum(scores) / len(scores)
-    shift_rewards(model, -mean)
+    try:
+        shift_rewards(model, -mean)
+    except ValueError as why:
+        print(f"rlhf_lab: scores left unnormalized ({why}); the demonstrations average {mean:+.3f}")
+        return 0.0
     return mean
 
 
