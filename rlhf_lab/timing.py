@@ -1,11 +1,13 @@
 """`python -m rlhf_lab bench`: how fast each stage runs on this machine, in tokens (or answers) per second.
 
 Each stage runs its real training code for a few steps on the course's models; the first step is
-a warm-up and is not timed. Needs runs/sft and runs/rm (built first if missing, which takes minutes).
+a warm-up and is not timed. Sampling is also timed against transformers' `generate` in the same
+process (`bench_sampling`), as a ratio that a busy machine does not skew. Needs runs/sft and runs/rm (built first if missing, which takes minutes).
 """
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -13,7 +15,8 @@ import torch
 
 from .config import ModelConfig, PPOConfig, PretrainConfig, RewardConfig
 from .data import collate, encode_demonstrations
-from .models import build_policy
+from .generation import encode_prompts, generate_ids
+from .models import build_policy, context_length
 from .pretrain import _optimizer, gradient_step, pack_documents
 from .reward import train_reward_model
 from .utils import RUNS_DIR, set_seed
@@ -66,6 +69,60 @@ def bench_reward(model, tokenizer, groups: list[dict], steps: int = 5) -> dict:
             "throughput": answers / seconds, "unit": "answers/s"}
 
 
+def bench_sampling(model, tokenizer, prompts: list[str], batch_sizes=(32, 128, 512), max_new_tokens: int = 48,
+                   repeats: int = 3) -> list[dict]:
+    """Our sampler (`generate_ids`, KV cache) against transformers' `model.generate` on the same
+    left-padded batches of `prompts`: `max_new_tokens` tokens for every prompt, temperature 1, no
+    top-p or top-k (ours without stop tokens, generate with min_new_tokens, so no row stops early).
+
+    On a shared CPU absolute speeds drift with the other work on the machine, so the two are timed in
+    the same process, interleaved (ours, generate, ours, ...), `repeats` times each after an untimed
+    warm-up; a row reports the medians and their ratio (`vs_generate`: above 1 means ours is faster).
+    """
+    from transformers import GenerationConfig
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    config = GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
+                              min_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    rows = []
+    try:
+        for size in batch_sizes:
+            ids, mask = encode_prompts(tokenizer, prompts[:size], context_length(model) - max_new_tokens)
+            first = int(mask.any(dim=0).long().argmax())  # as sample() and PPO do: no column of padding only
+            ids, mask = ids[:, first:].to(device), mask[:, first:].to(device)
+            new_tokens = ids.shape[0] * max_new_tokens
+
+            def ours():
+                generation = generate_ids(model, ids, mask, max_new_tokens, stop_ids=[],
+                                          pad_token_id=tokenizer.pad_token_id, generator=torch.Generator(device=device).manual_seed(0))
+                assert generation.response_mask.sum() == new_tokens
+
+            def theirs():
+                with torch.no_grad():
+                    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+                assert out.shape[1] == ids.shape[1] + max_new_tokens
+
+            seconds = {ours: [], theirs: []}
+            for step in (ours, theirs):
+                step()  # warm-up
+            for _ in range(repeats):
+                for step in (ours, theirs):
+                    start = time.perf_counter()
+                    step()
+                    seconds[step].append(time.perf_counter() - start)
+            mine, generate = statistics.median(seconds[ours]), statistics.median(seconds[theirs])
+            rows.append({"stage": "sampling: generate_ids vs transformers' generate",
+                         "per_step": f"{ids.shape[0]} prompts × {max_new_tokens} tokens", "seconds_per_step": mine,
+                         "throughput": new_tokens / mine, "unit": "tokens/s",
+                         "generate_throughput": new_tokens / generate, "vs_generate": generate / mine})
+    finally:
+        model.train(was_training)
+    return rows
+
+
 def bench_ppo(steps: int = 3) -> list[dict]:
     """Sampling, rollout and update times of full PPO steps with the course's models and config."""
     from .pipeline import ppo_trainer
@@ -94,20 +151,25 @@ def run_all() -> list[dict]:
     from .pipeline import SFT_DIR, comparison_data, records, reward_groups, sft_model
     from .reward import reward_model_from_policy
 
+    from .tokenizer import format_prompt
+
     set_seed(0)
     model, tokenizer = sft_model(progress=False)
+    sampling = bench_sampling(model, tokenizer, [format_prompt(tokenizer, r["prompt"]) for r in records("prompts", "train")])
     rows = [bench_pretrain(tokenizer, [r["text"] for r in records("corpus", "train")[:400]]),
-            bench_sft(model, tokenizer, records("demonstrations", "train")),
+            bench_sft(model, tokenizer, records("demonstrations", "train")),  # trains `model`: sampling went first
             bench_reward(reward_model_from_policy(SFT_DIR / "model"), tokenizer,
                          reward_groups(comparison_data(progress=False))[0])]
-    return rows + bench_ppo()
+    return rows + sampling + bench_ppo()
 
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| stage | one step | seconds per step | throughput |", "|---|---|---|---|"]
     for r in rows:
         seconds = "" if r["seconds_per_step"] is None else f"{r['seconds_per_step']:.2f}"
-        lines.append(f"| {r['stage']} | {r['per_step']} | {seconds} | {r['throughput']:,.0f} {r['unit']} |")
+        versus = (f" ({r['vs_generate']:.2f}× generate's {r['generate_throughput']:,.0f})"
+                  if "vs_generate" in r else "")
+        lines.append(f"| {r['stage']} | {r['per_step']} | {seconds} | {r['throughput']:,.0f} {r['unit']}{versus} |")
     return "\n".join(lines) + "\n"
 
 

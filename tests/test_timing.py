@@ -1,9 +1,10 @@
 """The benchmark: each timed stage really trains (weights change), and the table is formatted right."""
 import copy
 
+import pytest
 import torch
 
-from rlhf_lab.timing import _timed, bench_pretrain, bench_sft, markdown
+from rlhf_lab.timing import _timed, bench_pretrain, bench_sampling, bench_sft, markdown
 
 
 def test_timed_skips_the_warm_up_call():
@@ -30,3 +31,21 @@ def test_markdown_table():
     lines = markdown(rows).splitlines()
     assert lines[2] == "| SFT | 32 demonstrations | 0.50 | 12,346 tokens/s |"
     assert lines[3] == "| sampling | 32 answers |  | 1,900 tokens/s |"
+
+
+def test_bench_sampling_times_both_samplers_on_the_same_batches(tiny_model, tiny_tokenizer, sentences):
+    tiny_model.train()
+    try:
+        rows = bench_sampling(tiny_model, tiny_tokenizer, [s[:20] for s in sentences], batch_sizes=(2, 5),
+                              max_new_tokens=4, repeats=2)
+        assert tiny_model.training  # mode restored
+    finally:
+        tiny_model.eval()
+    assert [r["per_step"] for r in rows] == ["2 prompts × 4 tokens", "5 prompts × 4 tokens"]
+    for r in rows:
+        assert r["unit"] == "tokens/s" and r["seconds_per_step"] > 0
+        assert r["throughput"] > 0 and r["generate_throughput"] > 0
+        assert r["vs_generate"] == pytest.approx(r["throughput"] / r["generate_throughput"])
+    line = markdown(rows[:1]).splitlines()[2]
+    assert line.startswith("| sampling: generate_ids vs transformers' generate | 2 prompts × 4 tokens | ")
+    assert line.endswith(f" tokens/s ({rows[0]['vs_generate']:.2f}× generate's {rows[0]['generate_throughput']:,.0f}) |")
