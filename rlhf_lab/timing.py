@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -141,7 +142,7 @@ def bench_ppo(steps: int = 3) -> list[dict]:
             {"stage": "PPO rollout (sample + 4 scoring forwards)", "per_step": per_step,
              "seconds_per_step": mean("rollout_s"), "throughput": config.batch_size / mean("rollout_s"),
              "unit": "answers/s"},
-            {"stage": "PPO update", "per_step": f"{config.ppo_epochs} epochs × {config.batch_size // config.minibatch_size} "
+            {"stage": "PPO update", "per_step": f"{config.ppo_epochs} × {config.batch_size // config.minibatch_size} "
              f"minibatches", "seconds_per_step": mean("update_s"), "throughput": config.batch_size / mean("update_s"),
              "unit": "answers/s"}]
 
@@ -150,26 +151,42 @@ def run_all() -> list[dict]:
     """Every stage, in pipeline order."""
     from .pipeline import SFT_DIR, comparison_data, records, reward_groups, sft_model
     from .reward import reward_model_from_policy
-
     from .tokenizer import format_prompt
 
     set_seed(0)
     model, tokenizer = sft_model(progress=False)
-    sampling = bench_sampling(model, tokenizer, [format_prompt(tokenizer, r["prompt"]) for r in records("prompts", "train")])
-    rows = [bench_pretrain(tokenizer, [r["text"] for r in records("corpus", "train")[:400]]),
-            bench_sft(model, tokenizer, records("demonstrations", "train")),  # trains `model`: sampling went first
-            bench_reward(reward_model_from_policy(SFT_DIR / "model"), tokenizer,
-                         reward_groups(comparison_data(progress=False))[0])]
-    return rows + sampling + bench_ppo()
+    stages = [
+        lambda: bench_sampling(model, tokenizer, [format_prompt(tokenizer, r["prompt"]) for r in records("prompts", "train")]),
+        lambda: [bench_pretrain(tokenizer, [r["text"] for r in records("corpus", "train")[:400]])],
+        lambda: [bench_sft(model, tokenizer, records("demonstrations", "train"))],  # trains `model`: sampling went first
+        lambda: [bench_reward(reward_model_from_policy(SFT_DIR / "model"), tokenizer,
+                              reward_groups(comparison_data(progress=False))[0])],
+        bench_ppo]
+    rows = []
+    for stage in stages:
+        rows += [{**row, "peak_rss_mb": peak_rss_mb()} for row in stage()]
+    return rows
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far, in MB (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    kilobytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KB; macOS: bytes
+    return kilobytes / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| stage | one step | seconds per step | throughput |", "|---|---|---|---|"]
+    lines = ["| stage | one step | seconds per step | throughput | peak memory so far |", "|---|---|---|---|---|"]
     for r in rows:
         seconds = "" if r["seconds_per_step"] is None else f"{r['seconds_per_step']:.2f}"
         versus = (f" ({r['vs_generate']:.2f}× generate's {r['generate_throughput']:,.0f})"
                   if "vs_generate" in r else "")
-        lines.append(f"| {r['stage']} | {r['per_step']} | {seconds} | {r['throughput']:,.0f} {r['unit']}{versus} |")
+        memory = f"{r['peak_rss_mb']:,.0f} MB" if r.get("peak_rss_mb") else ""
+        lines.append(f"| {r['stage']} | {r['per_step']} | {seconds} | {r['throughput']:,.0f} {r['unit']}{versus} "
+                     f"| {memory} |")
     return "\n".join(lines) + "\n"
 
 

@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from rlhf_lab.timing import _timed, bench_pretrain, bench_sampling, bench_sft, markdown
+from rlhf_lab.timing import _timed, bench_pretrain, bench_sampling, bench_sft, markdown, peak_rss_mb
 
 
 def test_timed_skips_the_warm_up_call():
@@ -25,12 +25,16 @@ def test_bench_pretrain_and_sft_take_real_steps(tiny_model, tiny_tokenizer, sent
 
 def test_markdown_table():
     rows = [{"stage": "SFT", "per_step": "32 demonstrations", "seconds_per_step": 0.5, "throughput": 12345.6,
-             "unit": "tokens/s"},
+             "unit": "tokens/s", "peak_rss_mb": 812.4},
             {"stage": "sampling", "per_step": "32 answers", "seconds_per_step": None, "throughput": 1900.0,
-             "unit": "tokens/s"}]
+             "unit": "tokens/s", "peak_rss_mb": None}]
     lines = markdown(rows).splitlines()
-    assert lines[2] == "| SFT | 32 demonstrations | 0.50 | 12,346 tokens/s |"
-    assert lines[3] == "| sampling | 32 answers |  | 1,900 tokens/s |"
+    assert lines[2] == "| SFT | 32 demonstrations | 0.50 | 12,346 tokens/s | 812 MB |"
+    assert lines[3] == "| sampling | 32 answers |  | 1,900 tokens/s |  |"
+
+
+def test_peak_memory_is_a_plausible_number_of_megabytes():
+    assert 10 < peak_rss_mb() < 100_000
 
 
 def test_bench_sampling_times_both_samplers_on_the_same_batches(tiny_model, tiny_tokenizer, sentences):
@@ -48,4 +52,4 @@ def test_bench_sampling_times_both_samplers_on_the_same_batches(tiny_model, tiny
         assert r["vs_generate"] == pytest.approx(r["throughput"] / r["generate_throughput"])
     line = markdown(rows[:1]).splitlines()[2]
     assert line.startswith("| sampling: generate_ids vs transformers' generate | 2 prompts × 4 tokens | ")
-    assert line.endswith(f" tokens/s ({rows[0]['vs_generate']:.2f}× generate's {rows[0]['generate_throughput']:,.0f}) |")
+    assert line.endswith(f" tokens/s ({rows[0]['vs_generate']:.2f}× generate's {rows[0]['generate_throughput']:,.0f}) |  |")
