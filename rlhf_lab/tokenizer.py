@@ -16,16 +16,18 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from .config import ModelConfig, TokenizerConfig
 from .hub import from_pretrained
 
-# Each message becomes "<|role|>\n{content}<|end|>\n"; a generation prompt is
-# "<|assistant|>\n". Unknown roles raise instead of being rendered silently.
+# Each message becomes "<|role|>\n{content}<|end|>", one per line; a generation prompt adds
+# "\n<|assistant|>\n". A conversation ends at <|end|>, the token the reward model reads its
+# score at, also when TRL renders it. Unknown roles raise instead of being rendered silently.
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if message['role'] not in ['system', 'user', 'assistant'] -%}"
     "{{ raise_exception(\"unknown chat role '\" ~ message['role'] ~ \"' (expected system, user or assistant)\") }}"
     "{%- endif -%}"
-    "{{ '<|' ~ message['role'] ~ '|>\\n' ~ message['content'] ~ '<|end|>\\n' }}"
+    "{%- if not loop.first -%}{{ '\\n' }}{%- endif -%}"
+    "{{ '<|' ~ message['role'] ~ '|>\\n' ~ message['content'] ~ '<|end|>' }}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<|assistant|>\\n' }}{%- endif -%}"
+    "{%- if add_generation_prompt -%}{%- if messages -%}{{ '\\n' }}{%- endif -%}{{ '<|assistant|>\\n' }}{%- endif -%}"
 )
 
 Messages = Sequence[dict[str, str]]

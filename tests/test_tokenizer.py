@@ -48,9 +48,11 @@ def test_decode_encode_round_trip(tiny_tokenizer, text):
 
 def test_chat_template_exact_strings(tiny_tokenizer):
     assert format_chat(tiny_tokenizer, MESSAGES) == (
-        "<|system|>\nBe kind.<|end|>\n<|user|>\nHow many legs\ndoes a cat have?<|end|>\n<|assistant|>\n4<|end|>\n"
+        "<|system|>\nBe kind.<|end|>\n<|user|>\nHow many legs\ndoes a cat have?<|end|>\n<|assistant|>\n4<|end|>"
     )
     assert format_prompt(tiny_tokenizer, MESSAGES[1:2]) == "<|user|>\nHow many legs\ndoes a cat have?<|end|>\n<|assistant|>\n"
+    assert format_prompt(tiny_tokenizer, MESSAGES[:2]) == (  # one message per line, as before a conversation's end
+        "<|system|>\nBe kind.<|end|>\n<|user|>\nHow many legs\ndoes a cat have?<|end|>\n<|assistant|>\n")
     # the prompt is a prefix of the full chat: SFT can mask the prompt by length
     assert format_chat(tiny_tokenizer, MESSAGES[1:]).startswith(format_prompt(tiny_tokenizer, MESSAGES[1:2]))
 
@@ -82,3 +84,11 @@ def test_foreign_tokenizer_gets_pad_and_template(tiny_tokenizer, tmp_path, capsy
     assert "no pad token" in out and "no chat template" in out
     assert loaded.pad_token_id == loaded.eos_token_id
     assert format_prompt(loaded, [{"role": "user", "content": "hi"}]) == "<|user|>\nhi<|end|>\n<|assistant|>\n"
+
+
+def test_shipped_tokenizers_carry_the_current_template():
+    """data/ ships tokenizers (and models with theirs): each must render chats as the code says."""
+    from rlhf_lab import DATA_DIR
+
+    for folder in ("tokenizer", "base-model", "base-model-large"):
+        assert (DATA_DIR / folder / "chat_template.jinja").read_text(encoding="utf-8") == CHAT_TEMPLATE, folder
