@@ -264,6 +264,25 @@ def run_bench(args: argparse.Namespace) -> None:
     print("written to {} and {}".format(*write(rows)))
 
 
+def run_trl(args: argparse.Namespace) -> None:
+    from .trl_handoff import run
+
+    out = args.out or RUNS_DIR / "trl" / args.trl_stage
+    metrics = run(args.trl_stage, out, args.max_steps, args.seed, args.batch_size)
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+    print(f"TRL {args.trl_stage}: {shown}; saved to {out}")
+
+
+def _trl_args(p: argparse.ArgumentParser) -> None:
+    from .trl_handoff import STAGES as TRL_STAGES
+
+    p.add_argument("trl_stage", choices=TRL_STAGES, metavar="{" + ",".join(TRL_STAGES) + "}",
+                   help="which TRL trainer: SFTTrainer, RewardTrainer, DPOTrainer or RLOOTrainer")
+    _stage_args(p, "runs/trl/<stage>")
+    p.add_argument("--max-steps", type=int, default=-1, help="stop after this many optimizer steps (default: one epoch)")
+    p.add_argument("--batch-size", type=int, default=8, help="examples per device per step (default: %(default)s)")
+
+
 # stage -> (help, add its arguments, run it)
 STAGES = {
     "data": ("generate the world: corpus, prompts, demonstrations", _data_args, run_data),
@@ -279,6 +298,8 @@ STAGES = {
     "rloo": ("RLOO (REINFORCE, leave-one-out baseline) against the RM -> runs/rloo", lambda p: _rl_args(p, "RLOO"),
              run_rloo),
     "evaluate": ("the paper's findings measured on our models -> runs/evaluation", _evaluate_args, run_evaluate),
+    "trl": ("the same data and models in TRL's trainers (also under `accelerate launch`) -> runs/trl/<stage>",
+            _trl_args, run_trl),
     "bench": ("time every stage: tokens (or answers) per second -> runs/bench.md", lambda p: None, run_bench),
 }
 
