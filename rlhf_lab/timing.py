@@ -58,7 +58,7 @@ def bench_sft(model, tokenizer, demonstrations: list[dict], steps: int = 5) -> d
 
 def bench_reward(model, tokenizer, groups: list[dict], steps: int = 5) -> dict:
     """`train_reward_model` itself, on `steps` batches of rankings after a one-batch warm-up (no validation)."""
-    config = RewardConfig()
+    config = RewardConfig(epochs=1)  # one pass: `steps` batches
     size = config.groups_per_batch
     train_reward_model(model, tokenizer, groups[:size], [], config, progress=False)
     chunk = groups[size:size * (steps + 1)]
@@ -68,6 +68,33 @@ def bench_reward(model, tokenizer, groups: list[dict], steps: int = 5) -> dict:
     answers = sum(len(g["completions"]) for g in chunk)
     return {"stage": "reward model", "per_step": f"{size} rankings", "seconds_per_step": seconds / steps,
             "throughput": answers / seconds, "unit": "answers/s"}
+
+
+def bench_reward_vs_trl(policy_path, tokenizer, groups: list[dict], n_rankings: int = 32) -> dict:
+    """Our reward-model training against TRL's RewardTrainer on the same rankings, one pass each from the
+    same SFT weights, in one process. Ours forwards each answer once per ranking (C(K, 2) pairs share
+    those forwards); TRL forwards both answers of every pair: K(K − 1) forwards for a ranking of K."""
+    import tempfile
+
+    from .reward import reward_model_from_policy
+    from .trl_handoff import build_trainer, preference_dataset
+
+    chunk = groups[:n_rankings]
+    pairs = [{"prompt": g["prompt"], "chosen": [{"role": "assistant", "content": g["completions"][w]}],
+              "rejected": [{"role": "assistant", "content": g["completions"][l]}]} for g in chunk for w, l in g["pairs"]]
+    config = RewardConfig(epochs=1, evals_per_epoch=1)
+    start = time.perf_counter()
+    train_reward_model(reward_model_from_policy(policy_path, "cpu"), tokenizer, chunk, [], config, progress=False)
+    ours = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as out:
+        trainer = build_trainer("reward", {"preference": preference_dataset(pairs)}, {"sft": policy_path}, out,
+                                batch_size=config.pairs_per_batch, disable_tqdm=True)
+        start = time.perf_counter()
+        trainer.train()
+        theirs = time.perf_counter() - start
+    return {"stage": "reward model: ours vs TRL's RewardTrainer", "per_step": f"{len(chunk)} rankings = {len(pairs)} pairs",
+            "seconds_per_step": ours, "throughput": len(pairs) / ours, "unit": "pairs/s",
+            "trl_throughput": len(pairs) / theirs, "vs_trl": theirs / ours}
 
 
 def bench_sampling(model, tokenizer, prompts: list[str], batch_sizes=(32, 128, 512), max_new_tokens: int = 48,
@@ -160,7 +187,8 @@ def run_all() -> list[dict]:
         lambda: [bench_pretrain(tokenizer, [r["text"] for r in records("corpus", "train")[:400]])],
         lambda: [bench_sft(model, tokenizer, records("demonstrations", "train"))],  # trains `model`: sampling went first
         lambda: [bench_reward(reward_model_from_policy(SFT_DIR / "model"), tokenizer,
-                              reward_groups(comparison_data(progress=False))[0])],
+                              reward_groups(comparison_data(progress=False))[0]),
+                 bench_reward_vs_trl(SFT_DIR / "model", tokenizer, reward_groups(comparison_data(progress=False))[0])],
         bench_ppo]
     rows = []
     for stage in stages:
@@ -182,8 +210,8 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| stage | one step | seconds per step | throughput | peak memory so far |", "|---|---|---|---|---|"]
     for r in rows:
         seconds = "" if r["seconds_per_step"] is None else f"{r['seconds_per_step']:.2f}"
-        versus = (f" ({r['vs_generate']:.2f}× generate's {r['generate_throughput']:,.0f})"
-                  if "vs_generate" in r else "")
+        versus = (f" ({r['vs_generate']:.2f}× generate's {r['generate_throughput']:,.0f})" if "vs_generate" in r else
+                  f" ({r['vs_trl']:.2f}× TRL's {r['trl_throughput']:,.0f})" if "vs_trl" in r else "")
         memory = f"{r['peak_rss_mb']:,.0f} MB" if r.get("peak_rss_mb") else ""
         lines.append(f"| {r['stage']} | {r['per_step']} | {seconds} | {r['throughput']:,.0f} {r['unit']}{versus} "
                      f"| {memory} |")

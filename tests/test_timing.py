@@ -53,3 +53,17 @@ def test_bench_sampling_times_both_samplers_on_the_same_batches(tiny_model, tiny
     line = markdown(rows[:1]).splitlines()[2]
     assert line.startswith("| sampling: generate_ids vs transformers' generate | 2 prompts × 4 tokens | ")
     assert line.endswith(f" tokens/s ({rows[0]['vs_generate']:.2f}× generate's {rows[0]['generate_throughput']:,.0f}) |  |")
+
+
+def test_bench_reward_vs_trl_trains_both_on_the_same_pairs(tiny_model, tiny_tokenizer, tmp_path):
+    from rlhf_lab.models import save_model
+    from rlhf_lab.timing import bench_reward_vs_trl
+
+    save_model(tiny_model, tiny_tokenizer, tmp_path / "sft")
+    groups = [{"prompt": [{"role": "user", "content": f"Where does the {a} live?"}],
+               "completions": [f"The {a} lives in the sea.", f"A {a} on a farm.", "No."], "pairs": [(0, 1), (0, 2), (1, 2)]}
+              for a in ("cat", "dog", "owl", "frog")]
+    row = bench_reward_vs_trl(tmp_path / "sft", tiny_tokenizer, groups, n_rankings=3)
+    assert row["per_step"] == "3 rankings = 9 pairs" and row["unit"] == "pairs/s"
+    assert row["vs_trl"] == pytest.approx(row["throughput"] / row["trl_throughput"])
+    assert markdown([row]).splitlines()[2].endswith(f"({row['vs_trl']:.2f}× TRL's {row['trl_throughput']:,.0f}) |  |")
