@@ -1,8 +1,9 @@
 """`python -m rlhf_lab bench`: how fast each stage runs on this machine, in tokens (or answers) per second.
 
 Each stage runs its real training code for a few steps on the course's models; the first step is
-a warm-up and is not timed. Sampling is also timed against transformers' `generate` in the same
-process (`bench_sampling`), as a ratio that a busy machine does not skew. Needs runs/sft and runs/rm (built first if missing, which takes minutes).
+a warm-up and is not timed. Sampling is also timed against transformers' `generate`, and reward-model
+training against TRL's RewardTrainer, in the same process, as ratios that a busy machine does not skew.
+Needs runs/sft and runs/rm (built first if missing, which takes minutes).
 """
 from __future__ import annotations
 
@@ -83,8 +84,9 @@ def bench_reward_vs_trl(policy_path, tokenizer, groups: list[dict], n_rankings: 
     pairs = [{"prompt": g["prompt"], "chosen": [{"role": "assistant", "content": g["completions"][w]}],
               "rejected": [{"role": "assistant", "content": g["completions"][l]}]} for g in chunk for w, l in g["pairs"]]
     config = RewardConfig(epochs=1, evals_per_epoch=1)
+    model = reward_model_from_policy(policy_path, "cpu")  # loading is set-up, untimed for both (TRL's: build_trainer)
     start = time.perf_counter()
-    train_reward_model(reward_model_from_policy(policy_path, "cpu"), tokenizer, chunk, [], config, progress=False)
+    train_reward_model(model, tokenizer, chunk, [], config, progress=False)
     ours = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as out:
         trainer = build_trainer("reward", {"preference": preference_dataset(pairs)}, {"sft": policy_path}, out,
@@ -182,13 +184,13 @@ def run_all() -> list[dict]:
 
     set_seed(0)
     model, tokenizer = sft_model(progress=False)
+    rankings = reward_groups(comparison_data(progress=False))[0]
     stages = [
         lambda: bench_sampling(model, tokenizer, [format_prompt(tokenizer, r["prompt"]) for r in records("prompts", "train")]),
         lambda: [bench_pretrain(tokenizer, [r["text"] for r in records("corpus", "train")[:400]])],
         lambda: [bench_sft(model, tokenizer, records("demonstrations", "train"))],  # trains `model`: sampling went first
-        lambda: [bench_reward(reward_model_from_policy(SFT_DIR / "model"), tokenizer,
-                              reward_groups(comparison_data(progress=False))[0]),
-                 bench_reward_vs_trl(SFT_DIR / "model", tokenizer, reward_groups(comparison_data(progress=False))[0])],
+        lambda: [bench_reward(reward_model_from_policy(SFT_DIR / "model"), tokenizer, rankings),
+                 bench_reward_vs_trl(SFT_DIR / "model", tokenizer, rankings)],
         bench_ppo]
     rows = []
     for stage in stages:

@@ -65,9 +65,11 @@ def course_inputs(stage: str) -> tuple[dict, dict[str, Path]]:
     if missing and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SystemExit(f"error: {', '.join(missing)} missing; build the course's artifacts once, in one process "
                          f"(python -m rlhf_lab sft, comparisons, rm), then launch again")
-    sft_model()
+    if missing:  # built here, in this one process (present ones are only loaded by the trainer)
+        sft_model()
+        if stage == "rloo":
+            reward_model()
     if stage == "rloo":
-        reward_model()
         return {"prompts": prompt_dataset(ppo_prompts())}, {"sft": SFT_DIR / "model", "reward": RM_DIR / "model"}
     data = comparison_data(progress=False)
     pairs = comparisons(data["events"], {item["prompt_id"]: item for item in data["items"]})
@@ -100,10 +102,10 @@ def build_trainer(stage: str, datasets: dict, models: dict[str, Path], output_di
         from trl import RewardConfig, RewardTrainer
 
         from .reward import reward_model_from_policy
+        from .tokenizer import load_tokenizer
 
-        _, tokenizer = load_policy(models["sft"], "cpu")
         return RewardTrainer(model=reward_model_from_policy(models["sft"], "cpu"), args=RewardConfig(**common),
-                             train_dataset=datasets["preference"], processing_class=tokenizer)
+                             train_dataset=datasets["preference"], processing_class=load_tokenizer(models["sft"]))
     policy, tokenizer = load_policy(models["sft"], "cpu")
     if stage == "dpo":
         from trl import DPOConfig as TRLDPOConfig
