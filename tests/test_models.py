@@ -1,9 +1,17 @@
+import copy
+import json
+import math
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.activations import ACT2FN
 
 from rlhf_lab.models import count_parameters, load_policy, save_model, stop_token_ids
 from rlhf_lab.tokenizer import CHAT_TEMPLATE, load_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_build_policy_uses_our_token_ids(tiny_model, tiny_tokenizer):
@@ -97,3 +105,19 @@ def test_uncached_hub_name_fails_fast_offline(monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"'nobody/no-such-model'.*not a Hugging Face model in the local cache"):
         load_policy("nobody/no-such-model")
 
+
+
+def test_fused_gelu_is_gpt2s_gelu(tiny_model):
+    """The shipped models use torch's fused tanh-GELU; it is GPT-2's spelled-out "gelu_new", to float rounding."""
+
+    x = torch.linspace(-6, 6, 1001)
+    reference = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))  # GPT-2's formula
+    torch.testing.assert_close(ACT2FN["gelu_pytorch_tanh"](x), reference, atol=1e-6, rtol=1e-5)
+    for folder in ("data/base-model", "data/base-model-large"):
+        assert json.loads((ROOT / folder / "config.json").read_text())["activation_function"] == "gelu_pytorch_tanh"
+    assert tiny_model.config.activation_function == "gelu_pytorch_tanh"
+    spelled_out = copy.deepcopy(tiny_model)
+    for block in spelled_out.transformer.h:
+        block.mlp.act = ACT2FN["gelu_new"]
+    ids = torch.arange(12)[None]
+    torch.testing.assert_close(spelled_out(ids).logits, tiny_model(ids).logits, atol=1e-5, rtol=1e-5)
