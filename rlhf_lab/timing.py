@@ -1,8 +1,9 @@
 """`python -m rlhf_lab bench`: how fast each stage runs on this machine, in tokens (or answers) per second.
 
 Each stage runs its real training code for a few steps on the course's models; the first step is
-a warm-up and is not timed. Sampling is also timed against transformers' `generate`, and reward-model
-training against TRL's RewardTrainer, in the same process, as ratios that a busy machine does not skew.
+a warm-up and is not timed. Sampling is also timed against transformers' `generate`, reward-model
+training against TRL's RewardTrainer and an RLOO step against TRL's RLOOTrainer, in the same process,
+as ratios that a busy machine does not skew.
 Needs runs/sft and runs/rm (built first if missing, which takes minutes).
 """
 from __future__ import annotations
@@ -176,6 +177,64 @@ def bench_ppo(steps: int = 3) -> list[dict]:
              "unit": "answers/s"}]
 
 
+def trl_rloo_like(config, policy_path, reward_path, prompt_records: list[dict], output_dir, steps: int):
+    """TRL's RLOOTrainer set up to do what `steps` steps of our RLOO (`config`) do: the same k answers
+    per prompt, answers per step (one generation batch), minibatches, passes, clip ε, β, learning
+    rate, answer length and temperature, on the same SFT policy and reward model."""
+    from .trl_handoff import build_trainer, prompt_dataset
+
+    minibatches = config.batch_size // config.minibatch_size
+    return build_trainer("rloo", {"prompts": prompt_dataset(prompt_records)}, {"sft": policy_path, "reward": reward_path},
+                         output_dir, max_steps=steps * minibatches * config.ppo_epochs, seed=config.seed,
+                         batch_size=config.minibatch_size, steps_per_generation=minibatches,
+                         num_generations=config.samples_per_prompt, num_iterations=config.ppo_epochs,
+                         epsilon=config.clip, beta=config.kl_coef, learning_rate=config.lr, lr_scheduler_type="constant",
+                         max_grad_norm=config.grad_clip, max_completion_length=config.max_new_tokens,
+                         temperature=config.temperature, disable_tqdm=True,
+                         gradient_checkpointing=False)  # TRL's RL default trades time for memory; ours keeps activations
+
+
+def bench_rloo_vs_trl(trainer, trl_trainer, steps: int) -> dict:
+    """`steps` steps of our RLOO (`trainer`) against TRL's RLOOTrainer doing the same work (`trl_rloo_like`),
+    in one process, each from its first step. TRL 1.x has no PPO trainer any more (`trl.experimental.ppo`
+    is gone), so PPO cannot be set against TRL's; RLOO is the RL method both have."""
+    from transformers import TrainerCallback
+
+    start = time.perf_counter()
+    trainer.train(progress=False)
+    ours = (time.perf_counter() - start) / steps
+
+    class Clock(TrainerCallback):  # TRL's own set-up (accelerate, dataloaders) before the first step is not timed
+        def on_train_begin(self, *args, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_train_end(self, *args, **kwargs):
+            self.seconds = time.perf_counter() - self.start
+
+    clock = Clock()
+    trl_trainer.add_callback(clock)
+    trl_trainer.train()
+    theirs = clock.seconds / steps
+    answers = trainer.config.batch_size
+    return {"stage": "RLOO step: ours vs TRL's RLOOTrainer", "per_step": f"{answers} answers "
+            f"({answers // trainer.config.samples_per_prompt} prompts × {trainer.config.samples_per_prompt})",
+            "seconds_per_step": ours, "throughput": answers / ours, "unit": "answers/s",
+            "trl_throughput": answers / theirs, "vs_trl": theirs / ours}
+
+
+def _rloo_rows(steps: int = 3) -> list[dict]:
+    """Our RLOO against TRL's, on the course's SFT policy and reward model."""
+    import tempfile
+
+    from .config import RLOOConfig
+    from .pipeline import RM_DIR, SFT_DIR, ppo_prompts, rloo_trainer
+
+    config = RLOOConfig(steps=steps)
+    with tempfile.TemporaryDirectory() as out:
+        theirs = trl_rloo_like(config, SFT_DIR / "model", RM_DIR / "model", ppo_prompts(), out, steps)
+        return [bench_rloo_vs_trl(rloo_trainer(config, progress=False), theirs, steps)]
+
+
 def run_all() -> list[dict]:
     """Every stage, in pipeline order."""
     from .pipeline import SFT_DIR, comparison_data, records, reward_groups, sft_model
@@ -191,7 +250,8 @@ def run_all() -> list[dict]:
         lambda: [bench_sft(model, tokenizer, records("demonstrations", "train"))],  # trains `model`: sampling went first
         lambda: [bench_reward(reward_model_from_policy(SFT_DIR / "model"), tokenizer, rankings),
                  bench_reward_vs_trl(SFT_DIR / "model", tokenizer, rankings)],
-        bench_ppo]
+        bench_ppo,
+        _rloo_rows]
     rows = []
     for stage in stages:
         rows += [{**row, "peak_rss_mb": peak_rss_mb()} for row in stage()]

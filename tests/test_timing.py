@@ -67,3 +67,31 @@ def test_bench_reward_vs_trl_trains_both_on_the_same_pairs(tiny_model, tiny_toke
     assert row["per_step"] == "3 rankings = 9 pairs" and row["unit"] == "pairs/s"
     assert row["vs_trl"] == pytest.approx(row["throughput"] / row["trl_throughput"])
     assert markdown([row]).splitlines()[2].endswith(f"({row['vs_trl']:.2f}× TRL's {row['trl_throughput']:,.0f}) |  |")
+
+
+def test_bench_rloo_vs_trl_runs_both_for_the_same_work(tiny_model, tiny_tokenizer, tmp_path):
+    """Our RLOO and TRL's RLOOTrainer, set up alike: same answers per step, minibatches and steps."""
+    from rlhf_lab.config import RLOOConfig
+    from rlhf_lab.models import load_policy, save_model
+    from rlhf_lab.reward import load_reward_model, reward_model_from_policy, rewards
+    from rlhf_lab.rloo import RLOOTrainer
+    from rlhf_lab.timing import bench_rloo_vs_trl, trl_rloo_like
+
+    save_model(tiny_model, tiny_tokenizer, tmp_path / "sft")
+    save_model(reward_model_from_policy(tmp_path / "sft", "cpu"), tiny_tokenizer, tmp_path / "rm")
+    prompts = [{"prompt": [{"role": "user", "content": f"Where does the {a} live?"}], "prompt_id": a}
+               for a in ("cat", "dog", "owl", "frog")]
+    config = RLOOConfig(steps=2, batch_size=8, minibatch_size=4, samples_per_prompt=4, max_new_tokens=4)
+    rm = load_reward_model(tmp_path / "rm", "cpu")
+    ours = RLOOTrainer(load_policy(tmp_path / "sft", "cpu")[0], load_policy(tmp_path / "sft", "cpu")[0], tiny_tokenizer,
+                       lambda seq, mask, texts: rewards(rm, seq, mask), prompts, config)
+    theirs = trl_rloo_like(config, tmp_path / "sft", tmp_path / "rm", prompts, tmp_path / "trl", config.steps)
+    args = theirs.args
+    assert (args.num_generations, args.per_device_train_batch_size, args.steps_per_generation) == (4, 4, 2)
+    assert not args.gradient_checkpointing  # neither side recomputes activations
+    assert (args.beta, args.epsilon, args.learning_rate, args.max_completion_length) == \
+        (config.kl_coef, config.clip, config.lr, config.max_new_tokens)
+    row = bench_rloo_vs_trl(ours, theirs, config.steps)
+    assert ours.step_count == 2 and theirs.state.global_step == 4  # 2 steps = 2 generations of 8 answers, each in 2 minibatches
+    assert row["per_step"] == "8 answers (2 prompts × 4)" and row["unit"] == "answers/s"
+    assert row["vs_trl"] == pytest.approx(row["throughput"] / row["trl_throughput"])
