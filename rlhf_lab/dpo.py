@@ -26,10 +26,19 @@ def answer_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     return sequence_logprobs(logits, targets, (targets != IGNORE_INDEX).float())
 
 
+LOGITS_BUDGET = 2**26  # logits per forward (256 MB of float32) when scoring many answers without gradients
+
+
 @torch.no_grad()
 def group_logprobs(model, encoded_groups: list[dict], pad_token_id: int, batch_size: int = 64) -> list[list[float]]:
-    """log π(answer | prompt) of every answer of every encoded group (the frozen reference's, once)."""
+    """log π(answer | prompt) of every answer of every encoded group (the frozen reference's, once).
+
+    A forward's logits are batch × length × vocabulary floats: 64 answers of 150 tokens are 39 MB for
+    the course's 2,048-token vocabulary but 1.9 GB for a real model's 49,152, twice over in log-softmax.
+    So the batch shrinks until its logits fit `LOGITS_BUDGET` (the course's models keep batches of 64)."""
     flat = [e for g in encoded_groups for e in g["encoded"]]
+    longest = max((len(e["input_ids"]) for e in flat), default=1)
+    batch_size = max(1, min(batch_size, LOGITS_BUDGET // (longest * model.config.vocab_size)))
     device = next(model.parameters()).device
     values: list[float] = []
     for start in range(0, len(flat), batch_size):

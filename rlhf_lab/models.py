@@ -123,3 +123,26 @@ def save_model(model: PreTrainedModel, tokenizer, path: str | os.PathLike) -> No
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters; tied weights (GPT-2's embedding and unembedding) count once."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def train_top_blocks(model: PreTrainedModel, n: int) -> int:
+    """Freeze all but the top `n` transformer blocks and the final norm (and a reward model's score head);
+    return how many parameters still train.
+
+    What makes a real model trainable on a laptop: the backward pass stops at the lowest trained block and
+    the optimizer keeps state only for what trains (SmolLM2-135M, top 10 of 30 blocks: 35M of 135M
+    parameters, half the time and memory of a step). Works for GPT-2 (`h`, `ln_f`) and Llama (`layers`,
+    `norm`) bodies."""
+    body = model.base_model
+    blocks, norm = getattr(body, "layers", getattr(body, "h", None)), getattr(body, "norm", getattr(body, "ln_f", None))
+    if blocks is None or norm is None:
+        raise ValueError(f"train_top_blocks knows GPT-2 and Llama bodies, not {type(body).__name__}: "
+                         "freeze its parameters with requires_grad_(False) yourself")
+    if not 1 <= n <= len(blocks):
+        raise ValueError(f"n = {n}: {type(model).__name__} has {len(blocks)} blocks")
+    model.requires_grad_(False)
+    for module in (*blocks[-n:], norm, getattr(model, "score", None)):
+        if module is not None:
+            module.requires_grad_(True)
+    return count_parameters(model, trainable_only=True)
+

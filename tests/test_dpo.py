@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from rlhf_lab import dpo
 from rlhf_lab.config import DPOConfig
 from rlhf_lab.data import encode_example
 from rlhf_lab.dpo import answer_logprobs, group_logprobs, implicit_rewards, train_dpo
@@ -37,6 +38,19 @@ def test_answer_logprobs_match_a_forward_of_each_row_alone(tiny_model, tiny_toke
         assert got[row].item() == pytest.approx(expected, abs=1e-4)
     assert group_logprobs(tiny_model, encoded, tiny_tokenizer.pad_token_id)[1] == pytest.approx(got[3:].tolist(), abs=1e-5)
 
+
+def test_group_logprobs_shrink_the_batch_to_the_logits_budget_and_give_the_same_values(tiny_model, tiny_tokenizer,
+                                                                                      monkeypatch):
+    encoded = encode_groups(tiny_tokenizer, _groups(4), max_length=64)
+    whole = group_logprobs(tiny_model, encoded, tiny_tokenizer.pad_token_id)
+    longest = max(len(e["input_ids"]) for g in encoded for e in g["encoded"])
+    forwards = []
+    monkeypatch.setattr(dpo, "LOGITS_BUDGET", 2 * longest * tiny_model.config.vocab_size)  # room for 2 answers
+    monkeypatch.setattr(dpo, "answer_logprobs", lambda model, ids, *a: forwards.append(len(ids)) or answer_logprobs(
+        model, ids, *a))
+    shrunk = group_logprobs(tiny_model, encoded, tiny_tokenizer.pad_token_id)
+    assert sum(shrunk, []) == pytest.approx(sum(whole, []), abs=1e-4) and [len(g) for g in shrunk] == [3] * 4
+    assert forwards == [2] * 6  # 12 answers, two at a time
 
 def test_k_way_loss_on_one_pair_rankings_is_the_papers_dpo_loss(tiny_model, tiny_tokenizer):
     reference = perturbed_copy(tiny_model)

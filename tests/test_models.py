@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import GPT2ForSequenceClassification, LlamaConfig, LlamaForCausalLM
 from transformers.activations import ACT2FN
 
-from rlhf_lab.models import count_parameters, load_policy, save_model, stop_token_ids
+from rlhf_lab.models import count_parameters, load_policy, save_model, stop_token_ids, train_top_blocks
 from rlhf_lab.tokenizer import CHAT_TEMPLATE, load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,3 +121,25 @@ def test_fused_gelu_is_gpt2s_gelu(tiny_model):
         block.mlp.act = ACT2FN["gelu_new"]
     ids = torch.arange(12)[None]
     torch.testing.assert_close(spelled_out(ids).logits, tiny_model(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_train_top_blocks_trains_only_the_top_blocks_and_the_final_norm(tiny_model, tiny_tokenizer, arch):
+    model = copy.deepcopy(tiny_model) if arch == "gpt2" else LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64))
+    blocks = model.base_model.h if arch == "gpt2" else model.base_model.layers
+    top = {id(p) for p in [*blocks[-1].parameters(), *(model.base_model.ln_f if arch == "gpt2" else model.base_model.norm).parameters()]}
+    assert train_top_blocks(model, 1) == sum(p.numel() for p in model.parameters() if id(p) in top)
+    model(input_ids=torch.tensor([[1, 2, 3, 4]]), labels=torch.tensor([[1, 2, 3, 4]])).loss.backward()
+    assert all((p.grad is not None) == (id(p) in top) for p in model.parameters())
+    with pytest.raises(ValueError, match="has 3 blocks|has 2 blocks"):
+        train_top_blocks(model, 4)
+
+
+def test_train_top_blocks_keeps_a_reward_heads_score_trainable(tiny_model):
+    rm = GPT2ForSequenceClassification(tiny_model.config.__class__(**{**tiny_model.config.to_dict(), "num_labels": 1}))
+    trainable = train_top_blocks(rm, 1)
+    assert rm.score.weight.requires_grad and not rm.transformer.wte.weight.requires_grad
+    assert trainable == count_parameters(rm.transformer.h[-1]) + count_parameters(rm.transformer.ln_f) + rm.score.weight.numel()
+
