@@ -26,7 +26,7 @@ def answer_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     return sequence_logprobs(logits, targets, (targets != IGNORE_INDEX).float())
 
 
-LOGITS_BUDGET = 2**26  # logits per forward (256 MB of float32) when scoring many answers without gradients
+LOGITS_BUDGET = 2**25  # logits per forward (128 MB of float32) when scoring many answers without gradients
 
 
 @torch.no_grad()

@@ -84,6 +84,23 @@ def set_num_threads(n: int | None = None) -> int:
     return n
 
 
+def release_memory() -> None:
+    """Collect garbage and hand freed memory back to the operating system.
+
+    glibc keeps freed blocks below its mmap threshold (up to 32 MB) in the process heap, and a model's
+    tensors are that size: after deleting a 135M-parameter model and its gradients the process still
+    held 1.1 GB here, and the next model stacked on top. `malloc_trim` releases it; elsewhere than glibc
+    (macOS, Windows) only the garbage collection runs."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc and hasattr(ctypes.CDLL(libc), "malloc_trim"):
+        ctypes.CDLL(libc).malloc_trim(0)
+
+
 def _temporary_name(path: Path, kind: str = "tmp") -> Path:
     """A hidden, unique sibling of `path` that keeps its suffix (savefig reads it)."""
     return path.parent / f".{path.stem}.{kind}-{secrets.token_hex(6)}{path.suffix}"
