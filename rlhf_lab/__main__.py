@@ -266,12 +266,11 @@ def run_bench(args: argparse.Namespace) -> None:
 
 def run_real_model(args: argparse.Namespace) -> None:
     from .real_model import REAL_MODEL_DIR, real_model
-    from .utils import REPO_ROOT
+    from .utils import shown_path
 
     out = real_model(args.out or REAL_MODEL_DIR)
-    shown = out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out
     print(f"SmolLM2-135M-Instruct is in {out}. To run the course on it, set in rlhf_lab/config.py:\n"
-          f"    base_model: str = \"{shown}\"")
+          f"    base_model: str = \"{shown_path(out)}\"")
 
 
 def _real_model_args(p: argparse.ArgumentParser) -> None:

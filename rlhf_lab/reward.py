@@ -19,7 +19,7 @@ from .data import collate, encode_example
 from .hub import from_pretrained
 from .labelers import preferences
 from .losses import ranking_loss
-from .models import _no_hf_progress_bars
+from .models import quiet_hf_loading
 from .pretrain import cosine_schedule, gradient_step
 from .tokenizer import load_tokenizer
 from .utils import get_device, progress_bar, set_seed
@@ -28,7 +28,7 @@ from .utils import get_device, progress_bar, set_seed
 def load_reward_model(name_or_path, device=None):
     """A reward model (num_labels=1) from a folder: a saved RM, or a causal LM whose
     unembedding is dropped and whose scalar head starts at zero (every answer scores 0)."""
-    with _no_hf_progress_bars():
+    with quiet_hf_loading():
         model = from_pretrained(AutoModelForSequenceClassification, name_or_path, what="reward model",
                                 num_labels=1, use_safetensors=True)
     if model.config.pad_token_id is None:  # e.g. a Llama checkpoint: its tokenizer knows (or pads with eos)

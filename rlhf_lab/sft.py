@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import random
+import warnings
 
 import torch
 
@@ -21,10 +22,21 @@ from .utils import progress_bar, set_seed
 
 
 def set_dropout(model: torch.nn.Module, p: float) -> None:
-    """Set every dropout layer's probability (the paper's "residual dropout" is 0.2 for SFT)."""
+    """Set every dropout probability: the `nn.Dropout` layers (GPT-2's residual, embedding and attention
+    dropout; the paper's "residual dropout" is 0.2 for SFT) and the plain `attention_dropout` number of
+    attention modules that have no layer for it (Llama). DPO and PPO set 0 here, so it must reach both.
+
+    Llama has no residual dropout at all: asking for p > 0 there warns that only attention dropout applies."""
+    layers = 0
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = p
+            layers += 1
+        elif isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = p
+    if p > 0 and layers == 0:
+        warnings.warn(f"{type(model).__name__} has no dropout layers (no residual dropout): dropout={p} applies to "
+                      f"its attention only. Set SFTConfig(dropout=0.0) to train without dropout", stacklevel=2)
 
 
 @torch.no_grad()

