@@ -108,6 +108,13 @@ class _PreallocatedLayer(DynamicLayer):
         self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
         return self.keys, self.values
 
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        end = self.keys.shape[-2]
+        if end > self.capacity:  # it grew past the buffer (see update): plain DynamicLayer from here on
+            return super().batch_select_indices(indices)
+        self._keys, self._values = self._keys[indices], self._values[indices]
+        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+
 
 def _preallocated_cache(model, capacity: int) -> DynamicCache | None:
     """The model's own DynamicCache with its plain layers preallocated for `capacity` tokens
@@ -139,6 +146,11 @@ def generate_ids(
 
     A row stops after emitting any of `stop_ids`, or when `should_stop(response_ids)`
     (a bool per row) says so; the loop ends early once every row has stopped.
+
+    Rows that have stopped leave the forward pass (and the KV cache) once a quarter of those still
+    computed are done: most answers stop long before the longest one, and a decode step reads the
+    whole cache. Sampling still draws for every row, so each row gets the same random numbers, and
+    the same tokens, as if all rows were computed to the end.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -151,16 +163,19 @@ def generate_ids(
     next_position = attention_mask.sum(dim=-1)  # position of the first response token
     # The attention mask of every step is a prefix of this one: prompt mask, then ones.
     full_mask = torch.cat([attention_mask, attention_mask.new_ones((batch, max_new_tokens))], dim=1)
-    cache = _preallocated_cache(model, width + max_new_tokens)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                past_key_values=cache, use_cache=True, logits_to_keep=1)
+                past_key_values=_preallocated_cache(model, width + max_new_tokens), use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
     tokens = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     logprobs = torch.zeros((batch, max_new_tokens), device=device)
     active = torch.zeros((batch, max_new_tokens), dtype=torch.bool, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
+    rows = torch.arange(batch, device=device)  # the rows the model still computes
     steps = max_new_tokens
     for step in range(max_new_tokens):
         logits = out.logits[:, -1, :].float()
+        if len(rows) < batch:  # stopped rows get uniform logits: drawn from, then replaced by padding
+            logits = logits.new_zeros((batch, logits.shape[-1])).index_copy_(0, rows, logits)
         token = _next_token(logits, temperature, top_p, generator).masked_fill_(done, pad_token_id)
         logprob = F.log_softmax(logits, dim=-1).gather(-1, token[:, None]).squeeze(-1)
         tokens[:, step] = token
@@ -172,10 +187,15 @@ def generate_ids(
         if step == max_new_tokens - 1 or done.all():
             steps = step + 1
             break
+        running = ~done[rows]
+        if running.sum() <= 0.75 * len(rows):
+            keep = running.nonzero().squeeze(-1)
+            cache.batch_select_indices(keep)
+            rows = rows[keep]
         out = model(
-            input_ids=token[:, None],
-            attention_mask=full_mask[:, : width + step + 1],
-            position_ids=(next_position + step)[:, None],
+            input_ids=token[rows, None],
+            attention_mask=full_mask[rows, : width + step + 1],
+            position_ids=(next_position[rows] + step)[:, None],
             past_key_values=cache,
             use_cache=True,
         )

@@ -61,6 +61,43 @@ def test_logprobs_match_a_full_reforward(tiny_model, tiny_tokenizer, temperature
         assert (gen.logprobs[row, n:] == 0).all()
 
 
+def _reference_tokens(model, input_ids, mask, steps, stop_ids, pad_token_id, generator) -> torch.Tensor:
+    """Slow reference: no KV cache, every row (stopped or not) re-forwarded in full at every step, one draw over
+    the whole batch per step."""
+    ids, mask, done, tokens = input_ids.clone(), mask.clone(), torch.zeros(len(input_ids), dtype=torch.bool), []
+    for _ in range(steps):
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+        token = _next_token(logits[:, -1].float(), 1.0, 1.0, generator).masked_fill(done, pad_token_id)
+        tokens.append(token)
+        ids, mask = torch.cat([ids, token[:, None]], 1), torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        done |= torch.isin(token, torch.tensor(stop_ids))
+        if done.all():
+            break
+    return torch.stack(tokens, 1)
+
+
+def test_stopped_rows_leave_the_batch_without_changing_the_others(tiny_model, tiny_tokenizer):
+    prompts = PROMPTS + [p + " and" for p in PROMPTS]
+    input_ids, mask = encode_prompts(tiny_tokenizer, prompts, max_prompt_length=40)
+    free = generate_ids(tiny_model, input_ids, mask, 12, stop_ids=[], pad_token_id=1,
+                        generator=torch.Generator().manual_seed(0))
+    stops = sorted({int(free.response_ids[0, 1]), int(free.response_ids[3, 4])})  # rows stop at different steps
+    rows_computed = []
+    hook = tiny_model.register_forward_pre_hook(lambda _, args, kwargs: rows_computed.append(len(kwargs["input_ids"])),
+                                                with_kwargs=True)
+    try:
+        gen = generate_ids(tiny_model, input_ids, mask, 12, stop_ids=stops, pad_token_id=1,
+                           generator=torch.Generator().manual_seed(0))
+    finally:
+        hook.remove()
+    reference = _reference_tokens(tiny_model, input_ids, mask, 12, stops, 1, torch.Generator().manual_seed(0))
+    assert torch.equal(gen.response_ids, reference)
+    stopped_at = gen.response_mask.sum(1)
+    assert stopped_at.min() <= 2 < stopped_at.max()
+    assert min(rows_computed) < len(prompts) == rows_computed[0]  # stopped rows did leave the forward pass
+
+
 def test_stop_token_ends_a_row_and_pads_the_rest(tiny_model, tiny_tokenizer):
     input_ids, mask = encode_prompts(tiny_tokenizer, PROMPTS[:2], max_prompt_length=40)
     greedy = generate_ids(tiny_model, input_ids, mask, 6, stop_ids=[], pad_token_id=1, temperature=0)
