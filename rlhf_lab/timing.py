@@ -1,9 +1,9 @@
 """`python -m rlhf_lab bench`: how fast each stage runs on this machine, in tokens (or answers) per second.
 
 Each stage runs its real training code for a few steps on the course's models; the first step is
-a warm-up and is not timed. Sampling is also timed against transformers' `generate`, reward-model
-training against TRL's RewardTrainer and an RLOO step against TRL's RLOOTrainer, in the same process,
-as ratios that a busy machine does not skew.
+a warm-up and is not timed. Sampling (every row to the end, and answers that stop) is also timed against
+transformers' `generate`, reward-model training against TRL's RewardTrainer and an RLOO step against
+TRL's RLOOTrainer, in the same process, as ratios that a busy machine does not skew.
 Needs runs/sft and runs/rm (built first if missing, which takes minutes).
 """
 from __future__ import annotations
@@ -100,15 +100,35 @@ def bench_reward_vs_trl(policy_path, tokenizer, groups: list[dict], n_rankings: 
             "trl_throughput": len(pairs) / theirs, "vs_trl": theirs / ours}
 
 
+def _race(ours, theirs, repeats: int) -> tuple[float, float]:
+    """Median seconds of `ours()` and `theirs()`, interleaved (ours, theirs, ours, ...) `repeats` times each after
+    one untimed warm-up each: on a shared CPU absolute speeds drift with the other work on the machine."""
+    seconds = {ours: [], theirs: []}
+    for step in (ours, theirs):
+        step()
+    for _ in range(repeats):
+        for step in (ours, theirs):
+            start = time.perf_counter()
+            step()
+            seconds[step].append(time.perf_counter() - start)
+    return statistics.median(seconds[ours]), statistics.median(seconds[theirs])
+
+
+def _left_padded(model, tokenizer, prompts: list[str], max_new_tokens: int):
+    """(ids, mask) as sample() and PPO build them: left-padded, no column of padding only."""
+    device = next(model.parameters()).device
+    ids, mask = encode_prompts(tokenizer, prompts, context_length(model) - max_new_tokens)
+    first = int(mask.any(dim=0).long().argmax())
+    return ids[:, first:].to(device), mask[:, first:].to(device)
+
+
 def bench_sampling(model, tokenizer, prompts: list[str], batch_sizes=(32, 128, 512), max_new_tokens: int = 48,
                    repeats: int = 3) -> list[dict]:
     """Our sampler (`generate_ids`, KV cache) against transformers' `model.generate` on the same
     left-padded batches of `prompts`: `max_new_tokens` tokens for every prompt, temperature 1, no
-    top-p or top-k (ours without stop tokens, generate with min_new_tokens, so no row stops early).
-
-    On a shared CPU absolute speeds drift with the other work on the machine, so the two are timed in
-    the same process, interleaved (ours, generate, ours, ...), `repeats` times each after an untimed
-    warm-up; a row reports the medians and their ratio (`vs_generate`: above 1 means ours is faster).
+    top-p or top-k (ours without stop tokens, generate with min_new_tokens, so no row stops early and
+    both do the same work). Timed by `_race`; a row reports the medians and their ratio (`vs_generate`:
+    above 1 means ours is faster).
     """
     from transformers import GenerationConfig
 
@@ -121,9 +141,7 @@ def bench_sampling(model, tokenizer, prompts: list[str], batch_sizes=(32, 128, 5
     rows = []
     try:
         for size in batch_sizes:
-            ids, mask = encode_prompts(tokenizer, prompts[:size], context_length(model) - max_new_tokens)
-            first = int(mask.any(dim=0).long().argmax())  # as sample() and PPO do: no column of padding only
-            ids, mask = ids[:, first:].to(device), mask[:, first:].to(device)
+            ids, mask = _left_padded(model, tokenizer, prompts[:size], max_new_tokens)
             new_tokens = ids.shape[0] * max_new_tokens
 
             def ours():
@@ -136,15 +154,7 @@ def bench_sampling(model, tokenizer, prompts: list[str], batch_sizes=(32, 128, 5
                     out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
                 assert out.shape[1] == ids.shape[1] + max_new_tokens
 
-            seconds = {ours: [], theirs: []}
-            for step in (ours, theirs):
-                step()  # warm-up
-            for _ in range(repeats):
-                for step in (ours, theirs):
-                    start = time.perf_counter()
-                    step()
-                    seconds[step].append(time.perf_counter() - start)
-            mine, generate = statistics.median(seconds[ours]), statistics.median(seconds[theirs])
+            mine, generate = _race(ours, theirs, repeats)
             rows.append({"stage": "sampling: generate_ids vs transformers' generate",
                          "per_step": f"{ids.shape[0]} prompts × {max_new_tokens} tokens", "seconds_per_step": mine,
                          "throughput": new_tokens / mine, "unit": "tokens/s",
@@ -152,6 +162,51 @@ def bench_sampling(model, tokenizer, prompts: list[str], batch_sizes=(32, 128, 5
     finally:
         model.train(was_training)
     return rows
+
+
+def bench_answering(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, temperature: float = 0.7,
+                    repeats: int = 3) -> dict:
+    """Answering as the course does: both samplers stop a row at the model's stop tokens (`generate` runs until
+    every row has stopped, computing the stopped ones; ours drops them from the batch). Each side draws its own
+    answers, so the row also reports both mean answer lengths: the comparison is fair when they are close."""
+    from transformers import GenerationConfig
+
+    from .models import stop_token_ids
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    stops = stop_token_ids(tokenizer, model)
+    config = GenerationConfig(do_sample=True, temperature=temperature, top_p=1.0, top_k=0,
+                              max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=stops, bos_token_id=tokenizer.bos_token_id)
+    ids, mask = _left_padded(model, tokenizer, prompts, max_new_tokens)
+    lengths = {"ours": [], "theirs": []}
+
+    def ours():
+        generation = generate_ids(model, ids, mask, max_new_tokens, stop_ids=stops, pad_token_id=tokenizer.pad_token_id,
+                                  temperature=temperature, generator=torch.Generator(device=device).manual_seed(0))
+        lengths["ours"].append(generation.response_mask.sum(dim=1).float().mean().item())
+
+    def theirs():
+        with torch.no_grad():
+            answers = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)[:, ids.shape[1]:]
+        stopped = torch.isin(answers, torch.tensor(stops, device=device))
+        # tokens up to and including the first stop (all of them where a row never stopped)
+        ends = torch.where(stopped.any(dim=1), stopped.long().argmax(dim=1) + 1, answers.shape[1])
+        lengths["theirs"].append(ends.float().mean().item())
+
+    try:
+        mine, generate = _race(ours, theirs, repeats)
+    finally:
+        model.train(was_training)
+    return {"stage": "answering: generate_ids vs transformers' generate, rows stop at the stop tokens",
+            "per_step": f"{len(prompts)} prompts, T = {temperature}, up to {max_new_tokens} tokens "
+                        f"(answers of {statistics.mean(lengths['ours']):.1f} tokens on average; generate's "
+                        f"{statistics.mean(lengths['theirs']):.1f})",
+            "seconds_per_step": mine, "throughput": len(prompts) / mine, "unit": "answers/s",
+            "generate_throughput": len(prompts) / generate, "vs_generate": generate / mine,
+            "answer_tokens": statistics.mean(lengths["ours"]), "generate_answer_tokens": statistics.mean(lengths["theirs"])}
 
 
 def bench_ppo(steps: int = 3) -> list[dict]:
@@ -244,8 +299,10 @@ def run_all() -> list[dict]:
     set_seed(0)
     model, tokenizer = sft_model(progress=False)
     rankings = reward_groups(comparison_data(progress=False))[0]
+    prompts = [format_prompt(tokenizer, r["prompt"]) for r in records("prompts", "train")]
     stages = [
-        lambda: bench_sampling(model, tokenizer, [format_prompt(tokenizer, r["prompt"]) for r in records("prompts", "train")]),
+        lambda: bench_sampling(model, tokenizer, prompts),
+        lambda: [bench_answering(model, tokenizer, prompts[:128])],
         lambda: [bench_pretrain(tokenizer, [r["text"] for r in records("corpus", "train")[:400]])],
         lambda: [bench_sft(model, tokenizer, records("demonstrations", "train"))],  # trains `model`: sampling went first
         lambda: [bench_reward(reward_model_from_policy(SFT_DIR / "model"), tokenizer, rankings),

@@ -55,6 +55,23 @@ def test_bench_sampling_times_both_samplers_on_the_same_batches(tiny_model, tiny
     assert line.endswith(f" tokens/s ({rows[0]['vs_generate']:.2f}× generate's {rows[0]['generate_throughput']:,.0f}) |  |")
 
 
+def test_bench_answering_stops_rows_on_both_sides(tiny_model, tiny_tokenizer, sentences, monkeypatch):
+    from collections import Counter
+
+    from rlhf_lab.generation import encode_prompts, generate_ids
+    from rlhf_lab.timing import bench_answering
+
+    prompts = [s[:20] for s in sentences[:6]]
+    free = generate_ids(tiny_model, *encode_prompts(tiny_tokenizer, prompts, 40), 12, stop_ids=[], pad_token_id=1,
+                        temperature=0.7, generator=torch.Generator().manual_seed(0))
+    common = Counter(free.response_ids.flatten().tolist()).most_common(1)[0][0]  # a stop that rows soon meet
+    monkeypatch.setattr("rlhf_lab.models.stop_token_ids", lambda tokenizer, model=None: [common])
+    row = bench_answering(tiny_model, tiny_tokenizer, prompts, max_new_tokens=12, repeats=1)
+    assert row["unit"] == "answers/s" and row["vs_generate"] == pytest.approx(row["throughput"] / row["generate_throughput"])
+    assert 1 <= row["answer_tokens"] < 12 and 1 <= row["generate_answer_tokens"] < 12  # both stopped rows early
+    assert f"answers of {row['answer_tokens']:.1f} tokens" in row["per_step"]
+
+
 def test_bench_reward_vs_trl_trains_both_on_the_same_pairs(tiny_model, tiny_tokenizer, tmp_path):
     from rlhf_lab.models import save_model
     from rlhf_lab.timing import bench_reward_vs_trl
