@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from .utils import eval_mode
 from .world.facts import ATTRIBUTES, number_word
 
 # attribute -> (prompt template, how a value is written after it)
@@ -40,18 +41,16 @@ def continuation_logprobs(model, tokenizer, prompt: str, continuations: list[str
 
 def fact_completion(model, tokenizer, facts, attributes=tuple(PROBES)) -> dict[str, float]:
     """Multiple-choice accuracy per attribute over every creature, and their mean ("all")."""
-    was_training = model.training
-    model.eval()
     accuracy = {}
-    for attribute in attributes:
-        template, written = PROBES[attribute]
-        values = ATTRIBUTES[attribute]
-        correct = 0
-        for c in facts.creatures:
-            scores = continuation_logprobs(model, tokenizer, template.format(x=c.name), [written(v) for v in values])
-            correct += values[max(range(len(values)), key=scores.__getitem__)] == c.get(attribute)
-        accuracy[attribute] = correct / len(facts.creatures)
-    model.train(was_training)
+    with eval_mode(model):
+        for attribute in attributes:
+            template, written = PROBES[attribute]
+            values = ATTRIBUTES[attribute]
+            correct = 0
+            for c in facts.creatures:
+                scores = continuation_logprobs(model, tokenizer, template.format(x=c.name), [written(v) for v in values])
+                correct += values[max(range(len(values)), key=scores.__getitem__)] == c.get(attribute)
+            accuracy[attribute] = correct / len(facts.creatures)
     accuracy["all"] = sum(accuracy.values()) / len(attributes)
     return accuracy
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from .models import context_length, stop_token_ids
-from .utils import progress_bar
+from .utils import eval_mode, progress_bar
 
 
 @dataclass
@@ -65,6 +65,13 @@ def encode_prompts(tokenizer, prompts: Sequence[str], max_prompt_length: int) ->
         input_ids[row, width - len(ids) :] = torch.tensor(ids)
         attention_mask[row, width - len(ids) :] = 1
     return input_ids, attention_mask
+
+
+def drop_padding_columns(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A left-padded batch without the leading columns that are padding in every row (a batch cut from
+    prompts padded to the longest of a larger set)."""
+    first = int(attention_mask.any(dim=0).long().argmax())
+    return input_ids[:, first:], attention_mask[:, first:]
 
 
 def _next_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -258,17 +265,14 @@ def sample(
         texts = tokenizer.batch_decode(response_ids.tolist(), skip_special_tokens=False)
         return torch.tensor([any(s in t for s in stop_strings) for t in texts], device=device)
 
-    was_training = model.training
-    model.eval()
     texts = []
-    try:
+    with eval_mode(model):
         for start in progress_bar(range(0, len(prompts), batch_size), desc="sampling", disable=not progress):
-            ids, mask = input_ids[start : start + batch_size], attention_mask[start : start + batch_size]
-            first = int(mask.any(dim=0).long().argmax())  # drop columns that are padding in every row
+            ids, mask = drop_padding_columns(input_ids[start : start + batch_size], attention_mask[start : start + batch_size])
             generation = generate_ids(
                 model,
-                ids[:, first:].to(device),
-                mask[:, first:].to(device),
+                ids.to(device),
+                mask.to(device),
                 max_new_tokens,
                 stop_ids=stop_ids,
                 pad_token_id=tokenizer.pad_token_id,
@@ -278,6 +282,4 @@ def sample(
                 should_stop=should_stop if stop_strings else None,
             )
             texts += decode_responses(tokenizer, generation, stop_ids, stop_strings)
-    finally:
-        model.train(was_training)
     return texts

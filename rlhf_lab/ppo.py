@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .generation import decode_responses, encode_prompts, generate_ids
+from .generation import decode_responses, drop_padding_columns, encode_prompts, generate_ids
 from .losses import (entropy, exact_kl, gae, kl_estimators, masked_mean, masked_whiten, ppo_policy_loss,
                      ppo_value_loss, token_logprobs)
 from .models import context_length, stop_token_ids
@@ -149,8 +149,7 @@ class PPOTrainer:
         c = self.config
         prompts = [format_prompt(self.tokenizer, r["prompt"]) for r in records]
         ids, prompt_mask = encode_prompts(self.tokenizer, prompts, context_length(self.policy) - c.max_new_tokens)
-        first = int(prompt_mask.any(dim=0).long().argmax())
-        ids, prompt_mask = ids[:, first:].to(self.device), prompt_mask[:, first:].to(self.device)
+        ids, prompt_mask = (t.to(self.device) for t in drop_padding_columns(ids, prompt_mask))
         start = time.perf_counter()
         gen = generate_ids(self.policy, ids, prompt_mask, c.max_new_tokens, stop_ids=self.stop_ids,
                            pad_token_id=self.tokenizer.pad_token_id,

@@ -18,7 +18,7 @@ import torch
 from .config import ModelConfig, PretrainConfig
 from .models import build_policy
 from .plots import plot_history
-from .utils import atomic_save_file, get_device, progress_bar, set_seed
+from .utils import atomic_save_file, eval_mode, get_device, progress_bar, set_seed
 
 
 def _token_stream(tokenizer, texts: Sequence[str]) -> list[int]:
@@ -83,12 +83,8 @@ def perplexity(model, tokenizer, texts: Sequence[str], block_size: int, batch_si
     stream = torch.tensor(_token_stream(tokenizer, texts), dtype=torch.long)
     n_full = len(stream) // block_size * block_size
     parts = [stream[:n_full].view(-1, block_size), stream[n_full:].view(1, -1)]
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         losses = [_mean_loss(model, blocks, batch_size) for blocks in parts if blocks.shape[1] > 1 and len(blocks)]
-    finally:
-        model.train(was_training)
     if not losses:
         raise ValueError("perplexity: the texts have fewer than 2 tokens")
     return math.exp(sum(loss * n for loss, n in losses) / sum(n for _, n in losses))

@@ -22,7 +22,7 @@ from .losses import ranking_loss
 from .models import quiet_hf_loading
 from .pretrain import cosine_schedule, gradient_step
 from .tokenizer import load_tokenizer
-from .utils import get_device, progress_bar, set_seed
+from .utils import eval_mode, get_device, progress_bar, set_seed
 
 
 def load_reward_model(name_or_path, device=None):
@@ -174,19 +174,17 @@ def group_batch(encoded_groups: list[dict], pad_token_id: int) -> dict[str, torc
 def score_texts(model, tokenizer, prompt_completions: list[tuple[list[dict], str]], max_length: int = 256,
                 batch_size: int = 64) -> list[float]:
     """r(x, y) for (prompt messages, answer) pairs, in eval mode."""
-    was_training = model.training
-    model.eval()
     encoded = [encode_example(tokenizer, p, c, max_length) for p, c in prompt_completions]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
     out = [0.0] * len(encoded)
     device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        batch = collate([encoded[i] for i in chunk], tokenizer.pad_token_id)
-        values = rewards(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
-        for i, v in zip(chunk, values.tolist()):
-            out[i] = v
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = collate([encoded[i] for i in chunk], tokenizer.pad_token_id)
+            values = rewards(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            for i, v in zip(chunk, values.tolist()):
+                out[i] = v
     return out
 
 

@@ -18,11 +18,11 @@ import torch
 
 from .config import ModelConfig, PPOConfig, PretrainConfig, RewardConfig
 from .data import collate, encode_demonstrations
-from .generation import encode_prompts, generate_ids
+from .generation import drop_padding_columns, encode_prompts, generate_ids
 from .models import build_policy, context_length
 from .pretrain import _optimizer, gradient_step, pack_documents
 from .reward import train_reward_model
-from .utils import RUNS_DIR, set_seed
+from .utils import RUNS_DIR, eval_mode, set_seed
 
 
 def _timed(step, n: int) -> float:
@@ -115,11 +115,10 @@ def _race(ours, theirs, repeats: int) -> tuple[float, float]:
 
 
 def _left_padded(model, tokenizer, prompts: list[str], max_new_tokens: int):
-    """(ids, mask) as sample() and PPO build them: left-padded, no column of padding only."""
+    """(ids, mask) as sample() and PPO build them, on the model's device."""
     device = next(model.parameters()).device
-    ids, mask = encode_prompts(tokenizer, prompts, context_length(model) - max_new_tokens)
-    first = int(mask.any(dim=0).long().argmax())
-    return ids[:, first:].to(device), mask[:, first:].to(device)
+    ids, mask = drop_padding_columns(*encode_prompts(tokenizer, prompts, context_length(model) - max_new_tokens))
+    return ids.to(device), mask.to(device)
 
 
 def bench_sampling(model, tokenizer, prompts: list[str], batch_sizes=(32, 128, 512), max_new_tokens: int = 48,
@@ -132,14 +131,12 @@ def bench_sampling(model, tokenizer, prompts: list[str], batch_sizes=(32, 128, 5
     """
     from transformers import GenerationConfig
 
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     config = GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
                               min_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                               eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
     rows = []
-    try:
+    with eval_mode(model):
         for size in batch_sizes:
             ids, mask = _left_padded(model, tokenizer, prompts[:size], max_new_tokens)
             new_tokens = ids.shape[0] * max_new_tokens
@@ -159,8 +156,6 @@ def bench_sampling(model, tokenizer, prompts: list[str], batch_sizes=(32, 128, 5
                          "per_step": f"{ids.shape[0]} prompts × {max_new_tokens} tokens", "seconds_per_step": mine,
                          "throughput": new_tokens / mine, "unit": "tokens/s",
                          "generate_throughput": new_tokens / generate, "vs_generate": generate / mine})
-    finally:
-        model.train(was_training)
     return rows
 
 
@@ -173,8 +168,6 @@ def bench_answering(model, tokenizer, prompts: list[str], max_new_tokens: int = 
 
     from .models import stop_token_ids
 
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     stops = stop_token_ids(tokenizer, model)
     config = GenerationConfig(do_sample=True, temperature=temperature, top_p=1.0, top_k=0,
@@ -196,10 +189,8 @@ def bench_answering(model, tokenizer, prompts: list[str], max_new_tokens: int = 
         ends = torch.where(stopped.any(dim=1), stopped.long().argmax(dim=1) + 1, answers.shape[1])
         lengths["theirs"].append(ends.float().mean().item())
 
-    try:
+    with eval_mode(model):
         mine, generate = _race(ours, theirs, repeats)
-    finally:
-        model.train(was_training)
     return {"stage": "answering: generate_ids vs transformers' generate, rows stop at the stop tokens",
             "per_step": f"{len(prompts)} prompts, T = {temperature}, up to {max_new_tokens} tokens "
                         f"(answers of {statistics.mean(lengths['ours']):.1f} tokens on average; generate's "

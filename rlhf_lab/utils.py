@@ -84,6 +84,17 @@ def set_num_threads(n: int | None = None) -> int:
     return n
 
 
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The model in eval mode (no dropout) inside the block; its previous mode afterwards, even on an error."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def shown_path(path: Path) -> Path:
     """`path` relative to the repository when it is inside it (what a student types), else as it is."""
     path = Path(path).resolve()

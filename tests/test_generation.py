@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rlhf_lab.generation import _next_token, decode_responses, encode_prompts, generate_ids, sample
+from rlhf_lab.generation import _next_token, decode_responses, drop_padding_columns, encode_prompts, generate_ids, sample
 from rlhf_lab.models import stop_token_ids
 
 PROMPTS = ["The cat", "Q: Where does the owl live?\nA:", "A green frog, 33 cm long, was", "7"]
@@ -165,3 +165,10 @@ def test_inference_mode_and_training_mode_restored(tiny_model, tiny_tokenizer):
 
 def test_stop_ids_include_end_of_turn(tiny_model, tiny_tokenizer):
     assert stop_token_ids(tiny_tokenizer, tiny_model) == [tiny_tokenizer.convert_tokens_to_ids("<|end|>"), tiny_tokenizer.eos_token_id]
+
+
+def test_drop_padding_columns_keeps_every_real_token():
+    ids = torch.tensor([[1, 1, 1, 5, 6], [1, 1, 7, 8, 9]])
+    mask = torch.tensor([[0, 0, 0, 1, 1], [0, 0, 1, 1, 1]])
+    kept_ids, kept_mask = drop_padding_columns(ids, mask)
+    assert kept_ids.tolist() == [[1, 5, 6], [7, 8, 9]] and kept_mask.tolist() == [[0, 1, 1], [1, 1, 1]]

@@ -128,3 +128,20 @@ def test_shown_path_is_what_a_student_types(tmp_path):
 
     assert shown_path(REPO_ROOT / "runs" / "cache") == Path("runs/cache")
     assert shown_path(tmp_path / "x") == (tmp_path / "x").resolve()  # outside the repository: left whole
+
+
+def test_eval_mode_restores_the_previous_mode_even_on_an_error(tiny_model):
+    from rlhf_lab.utils import eval_mode
+
+    tiny_model.train()
+    try:
+        with pytest.raises(RuntimeError), eval_mode(tiny_model):
+            assert not tiny_model.training
+            raise RuntimeError("boom")
+        assert tiny_model.training
+        tiny_model.eval()
+        with eval_mode(tiny_model):
+            pass
+        assert not tiny_model.training
+    finally:
+        tiny_model.eval()
