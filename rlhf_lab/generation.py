@@ -84,7 +84,25 @@ def _next_token(logits: torch.Tensor, temperature: float, top_p: float, generato
         # Drop a token if the more likely ones already reach top_p (the top one always stays).
         outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return _inverse_cdf_draw(probs, generator)
+
+
+def _inverse_cdf_draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row, drawn with probability `probs` (rows need not sum to 1): the first token
+    whose cumulative probability exceeds a uniform number u in [0, total).
+
+    One random number per row. `torch.multinomial` draws one per vocabulary entry per row, a
+    quarter of a decode step of the course model at 128 rows."""
+    cdf = probs.cumsum(dim=-1)
+    total = cdf[:, -1:]
+    if not torch.isfinite(total).all():
+        raise ValueError("sampling probabilities are not finite: the model's logits hold NaN or inf "
+                         "(a diverged training run? lower the learning rate)")
+    u = torch.rand(total.shape, generator=generator, device=probs.device, dtype=probs.dtype) * total
+    # u * total can round up to total; the largest float below it keeps u < total, so the chosen token
+    # is one where the cumulative sum grew: a token of nonzero probability.
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
 
 class _PreallocatedLayer(DynamicLayer):
@@ -250,7 +268,9 @@ def sample(
     """Continue each prompt; returns the response texts in prompt order.
 
     A decode step of a small model costs about the same at 32 rows as at 128 (its time is
-    per-op overhead, not arithmetic), so 128 rows a batch answer 1.5x faster than 32.
+    per-op overhead, not arithmetic), so 128 rows a batch answer 1.5x faster than 32. Prompts are
+    batched shortest first (then put back in order): a batch of alike lengths carries little
+    padding through every step's attention.
 
     Deterministic given `seed` and `batch_size` (its own torch.Generator; other random
     number use does not change it). The model is put in eval mode while sampling and
@@ -265,10 +285,12 @@ def sample(
         texts = tokenizer.batch_decode(response_ids.tolist(), skip_special_tokens=False)
         return torch.tensor([any(s in t for s in stop_strings) for t in texts], device=device)
 
-    texts = []
+    by_length = sorted(range(len(prompts)), key=lambda i: int(attention_mask[i].sum()))
+    texts = [""] * len(prompts)
     with eval_mode(model):
         for start in progress_bar(range(0, len(prompts), batch_size), desc="sampling", disable=not progress):
-            ids, mask = drop_padding_columns(input_ids[start : start + batch_size], attention_mask[start : start + batch_size])
+            rows = by_length[start : start + batch_size]
+            ids, mask = drop_padding_columns(input_ids[rows], attention_mask[rows])
             generation = generate_ids(
                 model,
                 ids.to(device),
@@ -281,5 +303,6 @@ def sample(
                 generator=generator,
                 should_stop=should_stop if stop_strings else None,
             )
-            texts += decode_responses(tokenizer, generation, stop_ids, stop_strings)
+            for row, text in zip(rows, decode_responses(tokenizer, generation, stop_ids, stop_strings), strict=True):
+                texts[row] = text
     return texts

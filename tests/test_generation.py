@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rlhf_lab.generation import _next_token, decode_responses, drop_padding_columns, encode_prompts, generate_ids, sample
+from rlhf_lab.generation import _inverse_cdf_draw, _next_token, decode_responses, drop_padding_columns, encode_prompts, generate_ids, sample
 from rlhf_lab.models import stop_token_ids
 
 PROMPTS = ["The cat", "Q: Where does the owl live?\nA:", "A green frog, 33 cm long, was", "7"]
@@ -172,3 +172,24 @@ def test_drop_padding_columns_keeps_every_real_token():
     mask = torch.tensor([[0, 0, 0, 1, 1], [0, 0, 1, 1, 1]])
     kept_ids, kept_mask = drop_padding_columns(ids, mask)
     assert kept_ids.tolist() == [[1, 5, 6], [7, 8, 9]] and kept_mask.tolist() == [[0, 1, 1], [1, 1, 1]]
+
+
+def test_inverse_cdf_draw_follows_the_probabilities():
+    probs = torch.tensor([[0.0, 0.1, 0.0, 0.6, 0.3, 0.0]]).repeat(200_000, 1) * 3.0  # unnormalized rows
+    draws = _inverse_cdf_draw(probs, torch.Generator().manual_seed(0))
+    frequency = torch.bincount(draws, minlength=6).float() / len(draws)
+    assert frequency[[0, 2, 5]].sum() == 0  # zero-probability tokens never come out, at either end
+    assert (frequency - probs[0] / probs[0].sum()).abs().max() < 0.005  # 0.005 is about 5 standard errors
+
+
+def test_inverse_cdf_draw_at_the_ends_of_the_uniform_range(monkeypatch):
+    probs = torch.tensor([[0.0, 0.5, 0.5, 0.0]])
+    monkeypatch.setattr(torch, "rand", lambda shape, **kw: torch.zeros(shape, dtype=kw.get("dtype")))
+    assert _inverse_cdf_draw(probs, None).tolist() == [1]  # u = 0 skips the leading zero-probability token
+    monkeypatch.setattr(torch, "rand", lambda shape, **kw: torch.ones(shape, dtype=kw.get("dtype")))
+    assert _inverse_cdf_draw(probs, None).tolist() == [2]  # u rounded up to the total still lands on a real token
+
+
+def test_non_finite_logits_are_an_error_that_says_why():
+    with pytest.raises(ValueError, match="not finite"):
+        _next_token(torch.tensor([[0.0, float("nan")]]), 1.0, 1.0, torch.Generator())
