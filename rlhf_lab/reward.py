@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections import defaultdict
 
 import torch
@@ -262,7 +263,8 @@ def fit_rankings(model, optimizer, encoded_groups: list[dict], pad_token_id: int
     """The loop the reward model and DPO share: length-bucketed batches of rankings in a seeded order,
     a cosine learning rate (times each parameter group's "scale", if it has one), the ranking loss on
     `answer_scores(batch, groups)` (one score per answer), and `valid_metrics()` (a `pair_metrics`
-    result, or None to skip) logged `config.evals_per_epoch` times an epoch. Returns the history."""
+    result, or None to skip) logged `config.evals_per_epoch` times an epoch. Returns the history; its
+    `train_seconds` counts the training steps alone, so what a step costs is not blurred by validation."""
     rng = random.Random(config.seed)
     device = next(model.parameters()).device
     steps_per_epoch = math.ceil(len(encoded_groups) / per_batch)
@@ -275,22 +277,25 @@ def fit_rankings(model, optimizer, encoded_groups: list[dict], pad_token_id: int
             return
         history.append({"step": step, "epoch": step / steps_per_epoch,
                         "train_loss": sum(losses) / len(losses) if losses else None,
-                        "valid_loss": metrics["log_loss"], "valid_accuracy": metrics["accuracy"]})
+                        "valid_loss": metrics["log_loss"], "valid_accuracy": metrics["accuracy"],
+                        "train_seconds": train_seconds})
         if callback:
             callback(history)
 
-    history, step = [], 0
+    history, step, train_seconds = [], 0, 0.0
     evaluate(0, [])
     bar = progress_bar(total=total, desc=desc, disable=not progress, mininterval=1.0)
     for _ in range(config.epochs):
         losses = []
         for k, batch_groups in enumerate(ranking_batches(encoded_groups, per_batch, rng), start=1):
+            start = time.perf_counter()
             batch = {key: t.to(device) for key, t in group_batch(batch_groups, pad_token_id).items()}
             for group in optimizer.param_groups:
                 group["lr"] = group.get("scale", 1.0) * cosine_schedule(step, total, config.warmup_steps, config.lr)
             loss = ranking_loss(answer_scores(batch, batch_groups), batch["winners"], batch["losers"], batch["groups"])
             gradient_step(model, optimizer, loss, config.grad_clip)
             losses.append(loss.item())
+            train_seconds += time.perf_counter() - start
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)

@@ -3,6 +3,7 @@ padding side, grouping of rankings, normalization, and the save/load round trip.
 import copy
 import math
 import random
+import time
 from itertools import combinations
 
 import pytest
@@ -271,6 +272,23 @@ def test_training_learns_a_simple_preference(tiny_rm, tiny_tokenizer):
     assert len(history) == 1 + config.epochs
     assert history[-1]["valid_accuracy"] > 0.9 > history[0]["valid_accuracy"]
     assert history[-1]["valid_loss"] < history[0]["valid_loss"]
+
+
+def test_train_seconds_count_the_training_steps_not_the_validation(tiny_rm, tiny_tokenizer, monkeypatch):
+    import rlhf_lab.reward as reward
+
+    groups = [{"prompt": [{"role": "user", "content": f"Where does the {a} live?"}],
+               "completions": [f"The {a} lives in the sea.", "A farm.", "No."], "pairs": [(0, 1), (0, 2), (1, 2)]}
+              for a in ("cat", "dog", "owl")]
+    real = reward.score_groups
+    monkeypatch.setattr(reward, "score_groups", lambda *a, **k: time.sleep(0.3) or real(*a, **k))  # slow validation
+    config = RewardConfig(epochs=1, groups_per_batch=1, warmup_steps=1, max_length=64, evals_per_epoch=3)
+    start = time.perf_counter()
+    _, history = train_reward_model(copy.deepcopy(tiny_rm), tiny_tokenizer, groups, groups, config, progress=False)
+    elapsed = time.perf_counter() - start
+    seconds = [h["train_seconds"] for h in history]
+    assert seconds[0] == 0 and all(a < b for a, b in zip(seconds, seconds[1:]))  # one step between evaluations
+    assert seconds[-1] < elapsed - 4 * 0.3  # four validations (one before, three after) are not counted
 
 
 def test_labeler_folds_partition_the_labelers():
