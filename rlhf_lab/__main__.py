@@ -64,6 +64,7 @@ def run_pretrain(args: argparse.Namespace) -> None:
             print(f"saved a new tokenizer to {tokenizer_dir}")
         tokenizer = load_tokenizer(tokenizer_dir)
     config = PretrainConfig.smoke() if args.smoke else PretrainConfig()
+    config.seed = args.seed
     texts_train, texts_valid = _corpus(args.data, "train"), _corpus(args.data, "validation")
     model, history = pretrain(config, model_config, tokenizer, texts_train, texts_valid, out_dir=history_dir)
     save_model(model, tokenizer, out)
@@ -93,6 +94,7 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="model folder to write (default: data/base-model[-large]; under runs/smoke with --smoke)")
     p.add_argument("--runs", type=Path, default=None, help="folder for history.json and loss.png (default: runs/pretrain)")
     p.add_argument("--smoke", action="store_true", help="a tiny model for a few steps: checks the pipeline in seconds")
+    p.add_argument("--seed", type=int, default=0, help="seeds initialization, data order and dropout (default: %(default)s)")
     p.add_argument("--large", action="store_true",
                    help="the larger base model (ModelConfig.large) -> data/base-model-large (about 30 min on 2 cores)")
 
@@ -247,12 +249,13 @@ def run_evaluate(args: argparse.Namespace) -> None:
     from .findings import table
     from .pipeline import EVAL_DIR, evaluate
 
-    findings, _ = evaluate(progress=not args.quiet)
+    findings, _ = evaluate(progress=not args.quiet, seed=args.seed)
     print(table(findings))
     print(f"\nwritten to {EVAL_DIR / 'findings.json'} and {EVAL_DIR / 'findings.txt'}")
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seeds the sampled answers and the judges (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -62,7 +62,7 @@ def _win(w: dict) -> str:
 
 
 def answer_all(models: dict, tokenizer, test: list[dict], demonstrations: list[dict], max_new_tokens: int,
-               progress: bool = False) -> dict[str, list[str]]:
+               progress: bool = False, seed: int = 0) -> dict[str, list[str]]:
     """Every model's answers to the test prompts at temperature 0.7: base models zero-shot and few-shot
     (keys "base (zero-shot)", ...), the others with the chat template (key = the model's name)."""
     answers = {}
@@ -70,19 +70,19 @@ def answer_all(models: dict, tokenizer, test: list[dict], demonstrations: list[d
         for mode in ("zero_shot", "few_shot") if "base" in name else ("chat",):
             key = name if mode == "chat" else f"{name} ({mode.replace('_', '-')})"
             answers[key] = respond(model, tokenizer, test, mode, demonstrations, max_new_tokens=max_new_tokens,
-                                   temperature=0.7, progress=progress)
+                                   temperature=0.7, seed=seed, progress=progress)
     return answers
 
 
-def toxicity(world, base, policy, tokenizer) -> dict[str, float]:
+def toxicity(world, base, policy, tokenizer, seed: int = 0) -> dict[str, float]:
     """Share of toxic replies to the forum probe, for the base model (plain text) and the policy (chat),
     with and without the instruction to be respectful."""
     rates = {}
     for respectful in (False, True):
-        prompts = toxicity_prompts(world, respectful=respectful)
+        prompts = toxicity_prompts(world, respectful=respectful, seed=seed)
         replies = {"base": sample(base, tokenizer, [p["text"] for p in prompts], max_new_tokens=24, temperature=0.7,
-                                  stop_strings=("\n",)),
-                   "PPO": respond(policy, tokenizer, prompts, max_new_tokens=24, temperature=0.7)}
+                                  seed=seed, stop_strings=("\n",)),
+                   "PPO": respond(policy, tokenizer, prompts, max_new_tokens=24, temperature=0.7, seed=seed)}
         for name, texts in replies.items():
             rates[f"{name}, {'respectful' if respectful else 'plain'}"] = toxic_rate(texts)
     return rates
@@ -90,27 +90,29 @@ def toxicity(world, base, policy, tokenizer) -> dict[str, float]:
 
 def measure(world, models: dict, tokenizer, test: list[dict], demonstrations: list[dict], panel_noise: float,
             rm_accuracy: dict | None = None, alignment_tax: dict | None = None, max_new_tokens: int = 48,
-            progress: bool = False) -> tuple[list[Finding], dict]:
+            progress: bool = False, seed: int = 0) -> tuple[list[Finding], dict]:
     """Measure the findings. `models` maps "base", "large base", "SFT", "PPO" to models ("large base"
     optional). `rm_accuracy` = {"rm", "labelers"}, `alignment_tax` = {"recovered", "win_cost"} from
-    notebooks 04 and 06. Returns (findings, every raw number)."""
-    held_out, training = make_panel("held_out", noise=panel_noise), make_panel("training", noise=panel_noise)
-    answers = answer_all(models, tokenizer, test, demonstrations, max_new_tokens, progress)
+    notebooks 04 and 06. `seed` seeds the sampled answers, the panels and the judges' draws.
+    Returns (findings, every raw number)."""
+    held_out = make_panel("held_out", noise=panel_noise, seed=seed)
+    training = make_panel("training", noise=panel_noise, seed=seed)
+    answers = answer_all(models, tokenizer, test, demonstrations, max_new_tokens, progress, seed)
     rows = {key: score_all(world, test, texts) for key, texts in answers.items()}
     closed = {name for name, family in world.families.items() if family.closed_domain}
     numbers = {
-        "win_vs_sft": {key: panel_win_rate(world, test, texts, answers["SFT"], held_out)
+        "win_vs_sft": {key: panel_win_rate(world, test, texts, answers["SFT"], held_out, seed)
                        for key, texts in answers.items() if key != "SFT"},
-        "win_vs_sft_training_panel": panel_win_rate(world, test, answers["PPO"], answers["SFT"], training),
-        "ppo_vs_bases": {key: panel_win_rate(world, test, answers["PPO"], texts, held_out)
+        "win_vs_sft_training_panel": panel_win_rate(world, test, answers["PPO"], answers["SFT"], training, seed),
+        "ppo_vs_bases": {key: panel_win_rate(world, test, answers["PPO"], texts, held_out, seed)
                          for key, texts in answers.items() if "base" in key},
-        "likert": {key: likert_distribution(world, test, texts, held_out) for key, texts in answers.items()},
+        "likert": {key: likert_distribution(world, test, texts, held_out, seed) for key, texts in answers.items()},
         "hallucination_closed_domain": {key: rate_among(r, "hallucination", closed) for key, r in rows.items()},
         "false_statement_open_qa": {key: rate_among(r, "false_statement", {"open_qa"}) for key, r in rows.items()},
         "truthful_informative_open_qa": {key: truthful_and_informative(r) for key, r in rows.items()},
         "fails_to_follow": {key: rate_among(r, "fails_to_follow_instruction") for key, r in rows.items()},
         "overall_by_family": {key: by_family(r, "overall") for key, r in rows.items()},
-        "toxicity": toxicity(world, models["base"], models["PPO"], tokenizer),
+        "toxicity": toxicity(world, models["base"], models["PPO"], tokenizer, seed),
         "answers": answers,
     }
     return _findings(numbers, rm_accuracy, alignment_tax), numbers

@@ -304,9 +304,10 @@ def rm_agreement() -> dict:
     return {"rm": ceiling["rm"], "labelers": ceiling["labelers"]}
 
 
-def evaluate(progress: bool = True) -> tuple[list, dict]:
+def evaluate(progress: bool = True, seed: int = 0) -> tuple[list, dict]:
     """Every finding of notebook 07, measured on the course's models (PPO-ptx and the alignment tax too when
-    notebook 06 has saved them); also written to runs/evaluation/. Returns (findings, raw numbers)."""
+    notebook 06 has saved them); also written to runs/evaluation/. `seed` seeds the answers and the judges.
+    Returns (findings, raw numbers)."""
     from .findings import measure, table, to_json
 
     models = {"base": base_model()[0], "large base": load_policy(LARGE_BASE)[0], "SFT": sft_model(progress=progress)[0],
@@ -318,7 +319,7 @@ def evaluate(progress: bool = True) -> tuple[list, dict]:
     tax = json.loads(tax_file.read_text(encoding="utf-8")) if tax_file.exists() else None
     noise = comparison_data(progress=False)["noise"]
     findings, numbers = measure(load_world(0), models, tokenizer, records("prompts", "test"),
-                                records("demonstrations", "train"), noise, rm_agreement(), tax, progress=progress)
+                                records("demonstrations", "train"), noise, rm_agreement(), tax, progress=progress, seed=seed)
     EVAL_DIR.mkdir(parents=True, exist_ok=True)
     (EVAL_DIR / "findings.json").write_text(to_json(findings, numbers), encoding="utf-8")
     (EVAL_DIR / "findings.txt").write_text(table(findings) + "\n", encoding="utf-8")

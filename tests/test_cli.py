@@ -104,7 +104,7 @@ def test_evaluate_bench_and_large_pretrain_parse(monkeypatch, tmp_path):
     seen = {}
 
     def fake_pretrain(config, model_config, tokenizer, texts_train, texts_valid, out_dir):
-        seen.update(model_config=model_config, out_dir=out_dir)
+        seen.update(config=config, model_config=model_config, out_dir=out_dir)
         raise RuntimeError("stop here")
 
     monkeypatch.setattr("rlhf_lab.pretrain.pretrain", fake_pretrain)
@@ -113,9 +113,19 @@ def test_evaluate_bench_and_large_pretrain_parse(monkeypatch, tmp_path):
     monkeypatch.setattr("rlhf_lab.tokenizer.load_tokenizer", lambda path: None)
     (tmp_path / "tokenizer").mkdir()
     with pytest.raises(RuntimeError, match="stop here"):
-        cli.main(["pretrain", "--large", "--data", str(tmp_path)])
+        cli.main(["pretrain", "--large", "--data", str(tmp_path), "--seed", "5"])
     assert (seen["model_config"].n_embd, seen["model_config"].n_layer) == (320, 6)
-    assert seen["out_dir"].name == "pretrain-large"
+    assert seen["out_dir"].name == "pretrain-large" and seen["config"].seed == 5
+
+
+def test_evaluate_passes_its_seed_on(monkeypatch, capsys):
+    from rlhf_lab import __main__ as cli
+
+    seeds = []
+    monkeypatch.setattr("rlhf_lab.pipeline.evaluate", lambda progress, seed: seeds.append(seed) or ([], {}))
+    monkeypatch.setattr("rlhf_lab.findings.table", lambda findings: "")
+    cli.main(["evaluate", "--quiet", "--seed", "4"])
+    assert seeds == [4]
 
 
 @pytest.mark.parametrize("stage,config_name,folder", [("sft", "SFTConfig", "sft"), ("comparisons", "ComparisonsConfig", "comparisons"),
