@@ -285,7 +285,8 @@ def sample(
         texts = tokenizer.batch_decode(response_ids.tolist(), skip_special_tokens=False)
         return torch.tensor([any(s in t for s in stop_strings) for t in texts], device=device)
 
-    by_length = sorted(range(len(prompts)), key=lambda i: int(attention_mask[i].sum()))
+    lengths = attention_mask.sum(dim=1).tolist()
+    by_length = sorted(range(len(prompts)), key=lengths.__getitem__)
     texts = [""] * len(prompts)
     with eval_mode(model):
         for start in progress_bar(range(0, len(prompts), batch_size), desc="sampling", disable=not progress):

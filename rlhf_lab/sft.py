@@ -36,8 +36,9 @@ def set_dropout(model: torch.nn.Module, p: float) -> None:
     residual = 0
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Dropout):
-            module.p = p if name.endswith(RESIDUAL_DROPOUT) else 0.0
-            residual += name.endswith(RESIDUAL_DROPOUT)
+            is_residual = name.endswith(RESIDUAL_DROPOUT)
+            module.p = p if is_residual else 0.0
+            residual += is_residual
         elif isinstance(getattr(module, "attention_dropout", None), float):
             module.attention_dropout = 0.0
     if p > 0 and residual == 0:
