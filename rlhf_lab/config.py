@@ -86,7 +86,7 @@ class SFTConfig:
     warmup_steps: int = 20  # linear warmup steps
     weight_decay: float = 0.0  # AdamW weight decay
     grad_clip: float = 1.0  # clip the global gradient norm to this
-    dropout: float = 0.2  # the paper's residual dropout for SFT; turned off again for sampling
+    dropout: float = 0.2  # the paper's 0.2, on every GPT-2 dropout (see set_dropout); off again for sampling
     max_length: int = 192  # longest prompt + answer in tokens; longer demonstrations are an error
     n_train: int | None = None  # use only the first n demonstrations (None: all)
     mask_prompt: bool = True  # loss on the answer only; False also trains on the prompt tokens

@@ -21,29 +21,26 @@ from .pretrain import cosine_schedule, gradient_step
 from .utils import progress_bar, set_seed
 
 
-# GPT-2's dropout on each sublayer's output, just before it is added to the residual stream.
-RESIDUAL_DROPOUT = ("attn.resid_dropout", "mlp.dropout")
-
-
 def set_dropout(model: torch.nn.Module, p: float) -> None:
-    """Residual dropout p, every other dropout 0. The paper's SFT used "residual dropout 0.2"; GPT-2 also has
-    dropout on the embeddings and the attention probabilities, which the paper does not name (turning them off
-    gave the course's SFT model a lower validation loss, 0.37 against 0.41, in the same time). p = 0 turns every
-    dropout off, Llama's plain `attention_dropout` number included: DPO and PPO need log π and log π_ref
-    without dropout noise.
+    """Set every dropout probability: GPT-2's `nn.Dropout` layers (residual, embedding and attention weights) and
+    the plain `attention_dropout` number of attention modules that have no layer for it (Llama). DPO and PPO set 0
+    here: log π and log π_ref must carry no dropout noise.
 
-    A model without residual dropout layers (Llama) warns when p > 0: it trains without dropout."""
-    residual = 0
-    for name, module in model.named_modules():
+    The paper names only "residual dropout 0.2". Residual dropout alone gave a better SFT model (validation loss
+    0.37 against 0.41, score 0.76-0.79 against 0.73-0.76), but the reward model trained on rankings of its answers
+    stayed near chance on two seeds of three (50.8% and 52.8% validation accuracy against 61.4% and 57.5%; sampling
+    seed 1's rankings hotter recovered only 56.6%), so every dropout gets p. Llama has no residual dropout: asking for
+    p > 0 warns that only its attention gets it."""
+    layers = 0
+    for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
-            is_residual = name.endswith(RESIDUAL_DROPOUT)
-            module.p = p if is_residual else 0.0
-            residual += is_residual
+            module.p = p
+            layers += 1
         elif isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0
-    if p > 0 and residual == 0:
-        warnings.warn(f"{type(model).__name__} has no residual dropout layers: it trains without dropout "
-                      f"(dropout={p} asked). Set SFTConfig(dropout=0.0) to say so", stacklevel=2)
+            module.attention_dropout = p
+    if p > 0 and layers == 0:
+        warnings.warn(f"{type(model).__name__} has no dropout layers (no residual dropout): dropout={p} applies to "
+                      f"its attention only. Set SFTConfig(dropout=0.0) to train without dropout", stacklevel=2)
 
 
 @torch.no_grad()
