@@ -63,8 +63,7 @@ def run_pretrain(args: argparse.Namespace) -> None:
             _train_tokenizer(args.data, smoke=False).save_pretrained(tokenizer_dir)
             print(f"saved a new tokenizer to {tokenizer_dir}")
         tokenizer = load_tokenizer(tokenizer_dir)
-    config = PretrainConfig.smoke() if args.smoke else PretrainConfig()
-    config.seed = args.seed
+    config = _seeded_config(args, PretrainConfig)
     texts_train, texts_valid = _corpus(args.data, "train"), _corpus(args.data, "validation")
     model, history = pretrain(config, model_config, tokenizer, texts_train, texts_valid, out_dir=history_dir)
     save_model(model, tokenizer, out)
@@ -99,11 +98,17 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
                    help="the larger base model (ModelConfig.large) -> data/base-model-large (about 30 min on 2 cores)")
 
 
-def _config_and_out(args: argparse.Namespace, config_class, default_out: Path):
-    """A training stage's config (its smoke variant with --smoke, seeded with --seed) and output folder: --out if given,
-    else runs/smoke/<name> with --smoke (never the course's folder), else the course's folder."""
+def _seeded_config(args: argparse.Namespace, config_class):
+    """A stage's config: its smoke variant with --smoke, seeded with --seed."""
     config = config_class.smoke() if args.smoke else config_class()
     config.seed = args.seed
+    return config
+
+
+def _config_and_out(args: argparse.Namespace, config_class, default_out: Path):
+    """A training stage's config (`_seeded_config`) and output folder: --out if given, else runs/smoke/<name> with
+    --smoke (never the course's folder), else the course's folder."""
+    config = _seeded_config(args, config_class)
     if args.smoke:
         return config, args.out or RUNS_DIR / "smoke" / default_out.name
     return config, args.out or default_out
