@@ -11,11 +11,10 @@ import random
 from collections import defaultdict
 from itertools import combinations
 
-from .feedback import submit_event
+from .feedback import FLAGS, LETTERS, submit_event
 from .generation import sample
 from .labelers import PAPER_AGREEMENT, agreement, make_panel
 from .tokenizer import format_prompt
-from .widgets import FLAGS, LETTERS
 
 
 def sample_outputs(model, tokenizer, records: list[dict], k_range=(4, 9), temperatures=(1.0,),

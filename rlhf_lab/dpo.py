@@ -42,7 +42,7 @@ def group_logprobs(model, encoded_groups: list[dict], pad_token_id: int, batch_s
     device = next(model.parameters()).device
     values: list[float] = []
     for start in range(0, len(flat), batch_size):
-        batch = {k: t.to(device) for k, t in collate(flat[start:start + batch_size], pad_token_id).items()}
+        batch = collate(flat[start:start + batch_size], pad_token_id, device)
         values += answer_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"]).tolist()
     out = []
     for g in encoded_groups:

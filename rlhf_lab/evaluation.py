@@ -59,15 +59,21 @@ def by_family(rows: list[dict], key: str = "helpful") -> dict:
     return {f: sum(v) / len(v) for f, v in sorted(groups.items())}
 
 
-def win_rate(rows_a: list[dict], rows_b: list[dict], key: str = "overall") -> float:
-    """How often A's answer beats B's on the same prompt (ties count half), the paper's main metric."""
-    wins = 0.0
+def wins(rows_a: list[dict], rows_b: list[dict], key: str = "overall") -> list[float]:
+    """Per prompt: 1 if A's answer beats B's, 0.5 on a tie, 0 if it loses (for `bootstrap_ci`)."""
+    outcomes = []
     for a, b in zip(rows_a, rows_b, strict=True):
         if a["prompt_id"] != b["prompt_id"]:
-            raise ValueError(f"win_rate compares answers to the same prompts, in the same order; "
+            raise ValueError(f"a win rate compares answers to the same prompts, in the same order; "
                              f"got {a['prompt_id']!r} beside {b['prompt_id']!r}")
-        wins += 1.0 if a[key] > b[key] else 0.5 if a[key] == b[key] else 0.0
-    return wins / len(rows_a)
+        outcomes.append(1.0 if a[key] > b[key] else 0.5 if a[key] == b[key] else 0.0)
+    return outcomes
+
+
+def win_rate(rows_a: list[dict], rows_b: list[dict], key: str = "overall") -> float:
+    """How often A's answer beats B's on the same prompt (ties count half), the paper's main metric."""
+    outcomes = wins(rows_a, rows_b, key)
+    return sum(outcomes) / len(outcomes)
 
 
 def panel_preferences(world, records: list[dict], responses_a: list[str], responses_b: list[str], panel: list,

@@ -19,12 +19,24 @@ from __future__ import annotations
 
 import json
 import os
+import string
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .jsonl import JSONLError
+
+# The paper's metadata questions asked of every output (by the widget and the simulated panel alike),
+# keyed by the flag names `world.checkers.score` uses, so a student's flags can be compared with gold.
+FLAGS = {
+    "fails_to_follow_instruction": "fails to follow instruction",
+    "hallucination": "hallucination",
+    "inappropriate_for_customer_assistant": "inappropriate for customer assistant",
+    "toxic": "contains toxic content",
+    "harmful_advice": "gives harmful advice",
+}
+LETTERS = string.ascii_uppercase  # outputs are shown as A, B, C, ...
 
 _COMMON = ("event", "event_id", "prompt_id", "labeler_id", "timestamp")
 FIELDS = {

@@ -154,7 +154,7 @@ def encode_groups(tokenizer, groups: list[dict], max_length: int) -> list[dict]:
             for g in groups]
 
 
-def group_batch(encoded_groups: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
+def group_batch(encoded_groups: list[dict], pad_token_id: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """Right-padded answers of several groups (labels mark the answer tokens, for DPO), with
     winner/loser indices into the flat answer list and the group each pair belongs to (for the
     per-ranking average)."""
@@ -166,9 +166,8 @@ def group_batch(encoded_groups: list[dict], pad_token_id: int) -> dict[str, torc
             losers.append(offset + l)
             group_of_pair.append(n)
         offset += len(g["encoded"])
-    batch = collate(examples, pad_token_id)
-    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": batch["labels"],
-            "winners": torch.tensor(winners), "losers": torch.tensor(losers), "groups": torch.tensor(group_of_pair)}
+    return {**collate(examples, pad_token_id, device), "winners": torch.tensor(winners, device=device),
+            "losers": torch.tensor(losers, device=device), "groups": torch.tensor(group_of_pair, device=device)}
 
 
 @torch.no_grad()
@@ -182,8 +181,8 @@ def score_texts(model, tokenizer, prompt_completions: list[tuple[list[dict], str
     with eval_mode(model):
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            batch = collate([encoded[i] for i in chunk], tokenizer.pad_token_id)
-            values = rewards(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            batch = collate([encoded[i] for i in chunk], tokenizer.pad_token_id, device)
+            values = rewards(model, batch["input_ids"], batch["attention_mask"])
             for i, v in zip(chunk, values.tolist()):
                 out[i] = v
     return out
@@ -289,7 +288,7 @@ def fit_rankings(model, optimizer, encoded_groups: list[dict], pad_token_id: int
         losses = []
         for k, batch_groups in enumerate(ranking_batches(encoded_groups, per_batch, rng), start=1):
             start = time.perf_counter()
-            batch = {key: t.to(device) for key, t in group_batch(batch_groups, pad_token_id).items()}
+            batch = group_batch(batch_groups, pad_token_id, device)
             for group in optimizer.param_groups:
                 group["lr"] = group.get("scale", 1.0) * cosine_schedule(step, total, config.warmup_steps, config.lr)
             loss = ranking_loss(answer_scores(batch, batch_groups), batch["winners"], batch["losers"], batch["groups"])

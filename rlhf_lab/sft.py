@@ -49,7 +49,7 @@ def mean_loss(model, examples: list[dict], pad_token_id: int, batch_size: int = 
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(examples), batch_size):
-        batch = collate(examples[i:i + batch_size], pad_token_id)
+        batch = collate(examples[i:i + batch_size], pad_token_id, model.device)
         n = int((batch["labels"][:, 1:] != -100).sum())
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         total += float(sft_loss(logits, batch["labels"])) * n
@@ -80,7 +80,7 @@ def train_sft(model, tokenizer, train_records: list[dict], valid_records: list[d
         model.train()
         running = []
         for batch_ids in length_buckets(lengths, config.batch_size, rng):
-            batch = collate([train[i] for i in batch_ids], pad)
+            batch = collate([train[i] for i in batch_ids], pad, model.device)
             for group in optimizer.param_groups:
                 group["lr"] = cosine_schedule(step, total_steps, config.warmup_steps, config.lr)
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

@@ -49,7 +49,8 @@ def bench_pretrain(tokenizer, texts: list[str], steps: int = 5) -> dict:
 
 def bench_sft(model, tokenizer, demonstrations: list[dict], steps: int = 5) -> dict:
     """One batch of 32 demonstrations, trained in place (pass a model you do not need afterwards)."""
-    batch = collate(encode_demonstrations(tokenizer, demonstrations[:32], max_length=192), tokenizer.pad_token_id)
+    batch = collate(encode_demonstrations(tokenizer, demonstrations[:32], max_length=192), tokenizer.pad_token_id,
+                    model.device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     seconds = _timed(lambda: gradient_step(model, optimizer, model(**batch).loss, 1.0), steps)

@@ -87,9 +87,14 @@ def build_trainer(stage: str, datasets: dict, models: dict[str, Path], output_di
 
     _check_stage(stage)
     import torch
+    from accelerate.utils import parse_flag_from_env
 
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()  # TRL's default; a CPU cannot
-    common = {"output_dir": str(output_dir), "seed": seed, "per_device_train_batch_size": batch_size, "bf16": bf16,
+    # `accelerate launch` with cpu.yaml keeps even a GPU machine's model on the CPU; transformers' batches
+    # follow torch to the GPU unless the trainer is told so too.
+    use_cpu = parse_flag_from_env("ACCELERATE_USE_CPU")
+    bf16 = not use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()  # TRL's default; a CPU cannot
+    common = {"output_dir": str(output_dir), "seed": seed, "per_device_train_batch_size": batch_size,
+              "use_cpu": use_cpu, "bf16": bf16,
               "max_steps": max_steps, "num_train_epochs": 1, "report_to": "none", "save_strategy": "no",
               "logging_steps": 10, **overrides}
     if stage == "sft":

@@ -11,23 +11,13 @@ import functools
 import html
 import os
 import random
-import string
 from pathlib import Path
 
 import ipywidgets as w
 
 from . import feedback
+from .feedback import FLAGS, LETTERS
 
-# A few of the paper's metadata questions, keyed by the flag names `world.checkers.score`
-# uses, so a student's flags can be compared with the gold ones.
-FLAGS = {
-    "fails_to_follow_instruction": "fails to follow instruction",
-    "hallucination": "hallucination",
-    "inappropriate_for_customer_assistant": "inappropriate for customer assistant",
-    "toxic": "contains toxic content",
-    "harmful_advice": "gives harmful advice",
-}
-LETTERS = string.ascii_uppercase
 
 
 def display_order(seed: int, labeler_id: str, prompt_id: str, k: int) -> list[int]:

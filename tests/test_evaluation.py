@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rlhf_lab.benchmarks import continuation_logprobs
-from rlhf_lab.evaluation import by_family, mean_scores, respond, win_rate
+from rlhf_lab.evaluation import by_family, mean_scores, respond, win_rate, wins
 from rlhf_lab.prompting import few_shot, few_shot_within, zero_shot
 
 CHAT = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Can it fly?"}]
@@ -38,6 +38,7 @@ def test_unknown_mode_and_missing_demonstrations_are_named(tiny_model, tiny_toke
 def test_win_rate_counts_ties_half_and_needs_the_same_prompts():
     a = [{"prompt_id": i, "overall": v} for i, v in enumerate([1.0, 0.5, 0.2, 0.7])]
     b = [{"prompt_id": i, "overall": v} for i, v in enumerate([0.5, 0.5, 0.9, 0.1])]
+    assert wins(a, b) == [1.0, 0.5, 0.0, 1.0]
     assert win_rate(a, b) == pytest.approx((1 + 0.5 + 0 + 1) / 4)
     assert win_rate(a, b) + win_rate(b, a) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="same prompts, in the same order; got 0 beside 3"):

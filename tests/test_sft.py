@@ -27,8 +27,8 @@ def test_history_has_loss_and_score_each_epoch_and_selects_the_best_score(smoke_
 
 def test_checkpoint_round_trips_with_from_pretrained(smoke_run):
     out, model, tokenizer, _ = smoke_run
-    loaded, loaded_tokenizer = load_policy(out / "model")
-    ids = tokenizer("The zibbet lives in the", return_tensors="pt")["input_ids"]
+    loaded, loaded_tokenizer = load_policy(out / "model", device=model.device)
+    ids = tokenizer("The zibbet lives in the", return_tensors="pt")["input_ids"].to(model.device)
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, loaded(input_ids=ids).logits)
     assert loaded_tokenizer.chat_template == tokenizer.chat_template

@@ -66,6 +66,16 @@ def test_each_trl_trainer_trains_our_models_on_our_data(stage, models, tmp_path)
     assert changed, f"TRL's {stage} trainer left every weight as it was"
 
 
+@pytest.mark.parametrize("flag", ["true", "false"])
+def test_accelerates_cpu_flag_reaches_the_trainer(flag, models, tmp_path, monkeypatch):
+    """cpu.yaml sets ACCELERATE_USE_CPU; on a GPU machine the trainer must then batch on the CPU, where accelerate
+    keeps the model (found on an H100: the model stayed on the CPU while transformers sent the batches to cuda)."""
+    monkeypatch.setenv("ACCELERATE_USE_CPU", flag)
+    args = build_trainer("sft", DATASETS, models, tmp_path, max_steps=1, batch_size=4).args
+    assert args.use_cpu == (flag == "true")
+    assert not (args.use_cpu and args.bf16)
+
+
 def test_unknown_stage_is_named():
     with pytest.raises(ValueError, match="unknown TRL stage 'ppo'.*sft, reward, dpo, rloo"):
         build_trainer("ppo", DATASETS, {}, "unused")
