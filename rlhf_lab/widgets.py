@@ -19,7 +19,6 @@ from . import feedback
 from .feedback import FLAGS, LETTERS
 
 
-
 def display_order(seed: int, labeler_id: str, prompt_id: str, k: int) -> list[int]:
     """The output indices in the order shown, as letters A, B, ...
 

@@ -1,3 +1,4 @@
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -12,6 +13,16 @@ from rlhf_lab.models import load_policy
 @pytest.fixture(autouse=True)
 def _one_thread(monkeypatch):
     monkeypatch.setenv("RLHF_LAB_THREADS", "1")  # main() sets torch's threads from this
+
+
+def test_headless_stages_import_no_notebook_packages():
+    """The stages run on a server without ipywidgets or IPython (a GPU machine had neither: `comparisons` and
+    `rm` failed at import until the ranking flags moved out of widgets.py)."""
+    code = ("import sys, rlhf_lab.__main__, rlhf_lab.pipeline, rlhf_lab.comparisons, rlhf_lab.findings, rlhf_lab.timing; "
+            "print([m for m in ('ipywidgets', 'IPython') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
 
 
 def test_help_lists_every_stage(capsys):
