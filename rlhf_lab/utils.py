@@ -23,16 +23,34 @@ DATA_DIR = REPO_ROOT / "data"
 RUNS_DIR = Path(os.environ.get("RLHF_LAB_RUNS", REPO_ROOT / "runs")).resolve()
 
 
+class _FinalFrames:
+    """A stream for text progress bars that passes on only each bar's final frame. tqdm redraws a bar with
+    carriage returns; saved in a notebook, those frames read as a bar stuck at 0% wherever '\r' is not
+    interpreted (GitHub's viewer, nbviewer). A bar that clears itself (leave=False) leaves nothing."""
+
+    def __init__(self, stream):
+        self.stream, self.frame = stream, ""
+
+    def write(self, text: str) -> None:
+        *lines, self.frame = (self.frame + text).split("\n")
+        for line in lines:
+            self.stream.write(line.rsplit("\r", 1)[-1] + "\n")
+        self.frame = self.frame.rsplit("\r", 1)[-1]
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def progress_bar(*args, **kwargs):
-    """tqdm: a live widget in Jupyter, or plain text lines when RLHF_LAB_TEXT_PROGRESS=1. The notebooks are
-    executed with that set before their outputs are committed: a saved widget shows only its first frame
-    ("0%") to a reader without a kernel, a text bar's last line shows where it ended."""
+    """tqdm: a live widget in Jupyter, or, when RLHF_LAB_TEXT_PROGRESS=1, one text line per bar, written when
+    it ends. The notebooks are executed with that set before their outputs are committed: a saved widget
+    shows only its first frame ("0%") to a reader without a kernel, a bar's last line shows where it ended."""
     if os.environ.get("RLHF_LAB_TEXT_PROGRESS") == "1":
         import sys
 
         from tqdm.std import tqdm
 
-        kwargs.setdefault("file", sys.stdout)
+        kwargs.setdefault("file", _FinalFrames(sys.stdout))
     else:
         from tqdm.auto import tqdm
     return tqdm(*args, **kwargs)

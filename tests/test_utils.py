@@ -101,6 +101,10 @@ def test_progress_bar_is_text_on_stdout_when_asked(monkeypatch, capsys):
         pass
     out = capsys.readouterr().out
     assert "demo: 100%" in out and "3/3" in out.rsplit("\r", 1)[-1]
+    assert out.startswith("demo: 100%") and out.count("\n") == 1 and "\r" not in out  # the final frame alone
+    for _ in progress_bar(range(3), desc="gone", leave=False, mininterval=0):
+        pass
+    assert capsys.readouterr().out == ""  # a bar that clears itself leaves nothing behind
     monkeypatch.delenv("RLHF_LAB_TEXT_PROGRESS")
     from tqdm.auto import tqdm
     bar = progress_bar(range(3), disable=True)
