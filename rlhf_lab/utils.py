@@ -32,10 +32,10 @@ class _FinalFrames:
         self.stream, self.frame = stream, ""
 
     def write(self, text: str) -> None:
-        *lines, self.frame = (self.frame + text).split("\n")
+        *lines, tail = (self.frame + text).split("\n")
         for line in lines:
             self.stream.write(line.rsplit("\r", 1)[-1] + "\n")
-        self.frame = self.frame.rsplit("\r", 1)[-1]
+        self.frame = tail.rsplit("\r", 1)[-1]  # the bar's latest frame, held until its line ends
 
     def flush(self) -> None:
         self.stream.flush()
