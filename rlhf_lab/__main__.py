@@ -210,7 +210,8 @@ def run_bon(args: argparse.Namespace) -> None:
     out = args.out or RUNS_DIR / "bon"
     curve = best_of_n_frontier(frontier_prompts(), n_max=args.n, seed=args.seed, out_dir=out)["curve"]
     for row in curve:
-        print(f"best of {row['n']:3d}: KL {row['kl']:.2f} nats, RM score {row['rm']:+.3f}, gold {row['gold']:.3f}")
+        print(f"best of {row['n']:3d}: KL {row['kl']:.2f} nats, RM score {row['rm']:+.3f}, gold {row['gold']:.3f} "
+              f"(gold's own pick: {row['oracle']:.3f})")
     print(f"written to {out / 'frontier.json'} and {out / 'candidates.jsonl'}")
 
 

@@ -266,7 +266,8 @@ def best_of_n_frontier(prompt_records: list[dict], n_max: int = 32, seed: int = 
                        progress: bool = True) -> dict:
     """n_max SFT answers per prompt (T = 1), each scored by the RM and the gold checker, and the best-of-n
     curve for n = 1, 2, 4, ... n_max: analytic KL, mean RM score and gold of the RM's pick (over all
-    subsets). Candidates and curve are written to `out_dir`."""
+    subsets), and "oracle", the gold of gold's own pick: what a perfect reward model would get from the
+    same answers. Candidates and curve are written to `out_dir`."""
     from .best_of_n import expected_best_of, sample_candidates
     from .config import PPOConfig
     from .losses import best_of_n_kl
@@ -280,7 +281,8 @@ def best_of_n_frontier(prompt_records: list[dict], n_max: int = 32, seed: int = 
     ns = [2 ** k for k in range(int(math.log2(n_max)) + 1)]
     curve = [{"n": n, "kl": best_of_n_kl(n),
               "rm": sum(expected_best_of(s, s, n) for s in rm_scores) / len(rm_scores),
-              "gold": sum(expected_best_of(s, g, n) for s, g in zip(rm_scores, gold)) / len(gold)} for n in ns]
+              "gold": sum(expected_best_of(s, g, n) for s, g in zip(rm_scores, gold)) / len(gold),
+              "oracle": sum(expected_best_of(g, g, n) for g in gold) / len(gold)} for n in ns]
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "candidates.jsonl", [{"prompt_id": r["prompt_id"], "answers": cs, "rm": s, "gold": g}
                                                 for r, cs, s, g in zip(prompt_records, candidates, rm_scores, gold)])

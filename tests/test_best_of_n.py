@@ -27,3 +27,10 @@ def test_sample_candidates_groups_n_answers_per_record(tiny_model, tiny_tokenize
     assert [len(c) for c in candidates] == [3, 3]
     assert candidates == sample_candidates(tiny_model, tiny_tokenizer, records, n=3, max_new_tokens=5, seed=1)
     assert len(set(candidates[0])) > 1  # really sampled, not n copies
+
+
+def test_expected_best_of_with_gold_as_its_own_proxy_is_the_mean_best_over_subsets_even_with_ties():
+    gold = [0.2, 0.9, 0.5, 0.9, 0.2, 0.7]  # ties: which tied answer wins changes nothing
+    for n in range(1, 7):
+        subsets = list(itertools.combinations(gold, n))
+        assert expected_best_of(gold, gold, n) == pytest.approx(sum(max(s) for s in subsets) / len(subsets))
