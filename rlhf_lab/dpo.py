@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import torch
 
-from .data import IGNORE_INDEX, collate
-from .losses import sequence_logprobs
+from .data import collate
+from .losses import token_logprobs
+from .models import labelled_logits
 from .reward import encode_groups, fit_rankings, pair_metrics
 from .sft import set_dropout
 from .utils import set_seed
 
 
 def answer_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(B,) log π(answer | prompt) of right-padded rows: token log-probs summed where labels mark the answer."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
-    targets = labels[:, 1:]
-    return sequence_logprobs(logits, targets, (targets != IGNORE_INDEX).float())
+    """(B,) log π(answer | prompt) of right-padded rows: token log-probs summed where labels mark the answer
+    (the LM head runs at those tokens only: `models.labelled_logits`)."""
+    logits, targets, rows = labelled_logits(model, input_ids, attention_mask, labels)
+    logprobs = token_logprobs(logits, targets)
+    return logprobs.new_zeros(len(input_ids)).index_add(0, rows, logprobs)
 
 
 LOGITS_BUDGET = 2**25  # logits per forward (128 MB of float32) when scoring many answers without gradients

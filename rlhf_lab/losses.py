@@ -145,11 +145,6 @@ def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torc
 
 # --- Beyond PPO: DPO, RLOO, best-of-N ------------------------------------------------------
 
-def sequence_logprobs(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B,) log π(y|x): the answer's token log-probs summed over its real tokens (mask 1)."""
-    return (token_logprobs(logits, targets) * mask).sum(dim=-1)
-
-
 def dpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
              beta: float) -> tuple[torch.Tensor, dict[str, float]]:
     """DPO (Rafailov et al., 2023): −log σ(β[(log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l))]).

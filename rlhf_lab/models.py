@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, GenerationConfig, GPT2Config, GPT
 from transformers.utils import logging as hf_logging
 
 from .config import ModelConfig
+from .data import IGNORE_INDEX
 from .hub import from_pretrained
 from .tokenizer import load_tokenizer
 from .utils import atomic_save_dir, get_device
@@ -118,6 +119,24 @@ def save_model(model: PreTrainedModel, tokenizer, path: str | os.PathLike) -> No
     with quiet_hf_loading(), atomic_save_dir(path) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+
+
+def labelled_logits(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N, V) logits at the N positions that predict a labelled token (label != -100), their (N,) targets and
+    (N,) row indices: what `model(...).logits` gives there, with the LM head run only where a loss is read.
+    Over prompts and padding it is wasted work: 56% of the course's SFT positions, and on a real model's
+    49,152-token vocabulary the head and its log-softmax are the largest tensors of a step. A model that
+    scales or caps its logits after the head (Gemma's soft-capping, Cohere's logit scale) takes the full
+    forward instead, so the numbers are always the model's own."""
+    targets = labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+    if any(getattr(model.config, name, None) for name in ("final_logit_softcapping", "logit_scale")):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][keep]
+    else:
+        hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        logits = model.get_output_embeddings()(hidden[:, :-1][keep])
+    return logits, targets[keep], keep.nonzero()[:, 0]
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:

@@ -8,7 +8,9 @@ import torch
 from transformers import GPT2ForSequenceClassification, LlamaConfig, LlamaForCausalLM
 from transformers.activations import ACT2FN
 
-from rlhf_lab.models import count_parameters, load_policy, save_model, stop_token_ids, train_top_blocks
+from rlhf_lab.data import IGNORE_INDEX, collate, encode_example
+from rlhf_lab.models import (count_parameters, labelled_logits, load_policy, save_model, stop_token_ids,
+                             train_top_blocks)
 from rlhf_lab.tokenizer import CHAT_TEMPLATE, load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,3 +145,38 @@ def test_train_top_blocks_keeps_a_reward_heads_score_trainable(tiny_model):
     assert rm.score.weight.requires_grad and not rm.transformer.wte.weight.requires_grad
     assert trainable == count_parameters(rm.transformer.h[-1]) + count_parameters(rm.transformer.ln_f) + rm.score.weight.numel()
 
+
+
+def _right_padded_batch(tokenizer):
+    prompt = [{"role": "user", "content": "Where does the cat live?"}]
+    examples = [encode_example(tokenizer, prompt, answer, 64) for answer in ("The cat lives in the forest.", "Hi.")]
+    return collate(examples, tokenizer.pad_token_id)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_labelled_logits_are_the_full_forwards_logits_where_a_label_is_read(tiny_model, tiny_tokenizer, arch):
+    model = tiny_model if arch == "gpt2" else LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, pad_token_id=tiny_tokenizer.pad_token_id)).eval()
+    batch = _right_padded_batch(tiny_tokenizer)
+    with torch.no_grad():
+        logits, targets, rows = labelled_logits(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    expected = [(b, t) for b in range(2) for t in range(batch["labels"].shape[1] - 1)
+                if batch["labels"][b, t + 1] != IGNORE_INDEX]  # position t predicts label t + 1
+    assert len(expected) == len(logits) < batch["attention_mask"].sum()  # the prompt's positions are left out
+    assert torch.allclose(logits, torch.stack([full[b, t] for b, t in expected]), atol=1e-5)
+    assert targets.tolist() == [int(batch["labels"][b, t + 1]) for b, t in expected]
+    assert rows.tolist() == [b for b, _ in expected]
+
+
+def test_labelled_logits_take_the_full_forward_where_the_model_caps_its_logits(tiny_model, tiny_tokenizer, monkeypatch):
+    batch = _right_padded_batch(tiny_tokenizer)
+    with torch.no_grad():
+        plain = labelled_logits(tiny_model, batch["input_ids"], batch["attention_mask"], batch["labels"])[0]
+    model = copy.deepcopy(tiny_model)
+    model.config.final_logit_softcapping = 30.0  # as Gemma 2: applied inside forward, after the head
+    monkeypatch.setattr(model, "get_output_embeddings", lambda: pytest.fail("the head was applied by hand"))
+    with torch.no_grad():
+        assert torch.allclose(labelled_logits(model, batch["input_ids"], batch["attention_mask"], batch["labels"])[0],
+                              plain, atol=1e-5)

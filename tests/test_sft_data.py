@@ -7,6 +7,7 @@ import torch
 
 from rlhf_lab.data import IGNORE_INDEX, collate, encode_example, length_buckets, padding_fraction
 from rlhf_lab.losses import sft_loss
+from rlhf_lab.sft import answer_loss
 
 PROMPT = [{"role": "user", "content": "What colour is the zibbet?"}]
 
@@ -66,6 +67,17 @@ def test_sft_loss_matches_slow_reference_and_ignores_prompt_and_padding():
     changed = logits.clone()
     changed[:, :2] += 5.0  # positions 0, 1 predict labels 1, 2: masked
     assert float(sft_loss(changed, labels)) == pytest.approx(float(sft_loss(logits, labels)), rel=1e-6)
+
+
+def test_the_training_loops_answer_loss_is_sft_loss_of_the_full_logits(tiny_model, tiny_tokenizer):
+    examples = [encode_example(tiny_tokenizer, PROMPT, answer, 64) for answer in ("The zibbet is green.", "Green.")]
+    batch = collate(examples, tiny_tokenizer.pad_token_id)
+    with torch.no_grad():
+        full = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        assert float(answer_loss(tiny_model, batch)) == pytest.approx(float(sft_loss(full, batch["labels"])), rel=1e-5)
+    batch["labels"][:] = IGNORE_INDEX
+    with pytest.raises(ValueError, match="no labelled tokens"):
+        answer_loss(tiny_model, batch)
 
 
 def test_sft_loss_with_no_labels_says_so():
