@@ -122,7 +122,7 @@ class RewardConfig:
     epochs: int = 1  # passes over the rankings, as the paper (a second made ours over-confident: log loss 0.65 -> 0.70)
     groups_per_batch: int = 4  # rankings per step; each is K answers forwarded once, C(K,2) pairs
     pairs_per_batch: int = 16  # pairs per step on shuffled pairs (about as many answers as 4 rankings)
-    lr: float = 1e-4  # peak learning rate, cosine decay to 0 (3e-4: 1.9 points lower validation accuracy)
+    lr: float = 1e-4  # peak learning rate, cosine decay to 0 (3e-4 and 1e-3: within 2 points either way on seeds 0-2)
     head_lr_scale: float = 30.0  # the fresh scalar head learns this much faster than the SFT body
     warmup_steps: int = 10  # linear warmup steps
     weight_decay: float = 0.0  # AdamW weight decay
