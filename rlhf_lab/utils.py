@@ -26,10 +26,12 @@ RUNS_DIR = Path(os.environ.get("RLHF_LAB_RUNS", REPO_ROOT / "runs")).resolve()
 class _FinalFrames:
     """A stream for text progress bars that passes on only each bar's final frame. tqdm redraws a bar with
     carriage returns; saved in a notebook, those frames read as a bar stuck at 0% wherever '\r' is not
-    interpreted (GitHub's viewer, nbviewer). A bar that clears itself (leave=False) leaves nothing."""
+    interpreted (GitHub's viewer, nbviewer). A bar that clears itself (leave=False) leaves nothing. It carries
+    the stream's encoding, which tqdm reads to choose block characters or ASCII '#'s for the bar."""
 
     def __init__(self, stream):
         self.stream, self.frame = stream, ""
+        self.encoding = getattr(stream, "encoding", None)
 
     def write(self, text: str) -> None:
         *lines, tail = (self.frame + text).split("\n")

@@ -1,3 +1,4 @@
+import io
 import os
 import re
 import stat
@@ -105,6 +106,13 @@ def test_progress_bar_is_text_on_stdout_when_asked(monkeypatch, capsys):
     for _ in progress_bar(range(3), desc="gone", leave=False, mininterval=0):
         pass
     assert capsys.readouterr().out == ""  # a bar that clears itself leaves nothing behind
+    for encoding, full in (("utf-8", "\u2588" * 10), ("ascii", "#" * 10)):  # the bar the stream itself would get
+        stream = io.TextIOWrapper(io.BytesIO(), encoding=encoding)
+        monkeypatch.setattr(sys, "stdout", stream)
+        for _ in progress_bar(range(3), desc="drawn", mininterval=0):
+            pass
+        stream.seek(0)
+        assert f"|{full}|" in stream.read()
     monkeypatch.delenv("RLHF_LAB_TEXT_PROGRESS")
     from tqdm.auto import tqdm
     bar = progress_bar(range(3), disable=True)
