@@ -3,7 +3,8 @@ PPO can reuse the token-level result: ids, per-token log-probabilities and masks
 
 Batches are left-padded: every prompt then ends at the same column, and one new
 column is appended per step. Position ids skip the padding (a prompt's first real
-token is position 0), which makes batched and one-at-a-time results agree.
+token is position 0), which makes batched and one-at-a-time results agree. The prompts
+themselves are forwarded in groups of alike length, each without its padding (`_prefill`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from .models import context_length, stop_token_ids
+from .models import context_length, left_padded_positions, stop_token_ids
 from .utils import eval_mode, progress_bar
 
 
@@ -133,6 +134,19 @@ class _PreallocatedLayer(DynamicLayer):
         self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
         return self.keys, self.values
 
+    def write_prompts(self, rows: torch.Tensor, key_states: torch.Tensor, value_states: torch.Tensor,
+                      batch: int, width: int) -> None:
+        """Place the prompt keys and values of `rows`, forwarded without their all-padding columns, right-aligned
+        in the first `width` columns of a `batch`-row cache; the columns left of them stay zero (padding, masked)."""
+        if not self.is_initialized:
+            self.lazy_initialization(*(s.new_empty((batch, *s.shape[1:2], 0, s.shape[-1]))
+                                       for s in (key_states, value_states)))
+            self._keys[:, :, :width].zero_()
+            self._values[:, :, :width].zero_()
+        self._keys[rows, :, width - key_states.shape[-2]:width] = key_states
+        self._values[rows, :, width - value_states.shape[-2]:width] = value_states
+        self.keys, self.values = self._keys[:, :, :width], self._values[:, :, :width]
+
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         end = self.keys.shape[-2]
         if end > self.capacity:  # it grew past the buffer (see update): plain DynamicLayer from here on
@@ -151,6 +165,35 @@ def _preallocated_cache(model, capacity: int) -> DynamicCache | None:
         return None
     cache.layers = [_PreallocatedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
+
+
+def _prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, capacity: int,
+             group_size: int = 16) -> tuple[torch.Tensor, DynamicCache]:
+    """Forward the prompts once: the logits at each row's last prompt token, (B, vocab), and the KV cache.
+
+    Left padding is wasted work, and with prompts of mixed lengths most of a batch's prompt columns are
+    padding (at 128 course prompts, 68%). So prompts are forwarded in groups of `group_size` of similar
+    length, each group without its all-padding columns, and their keys and values are placed into one
+    left-padded cache: at every real prompt token, the keys and values the whole batch would have built
+    (at the padding they differ, and the attention mask hides them either way)."""
+    batch, width = input_ids.shape
+    cache = _preallocated_cache(model, capacity)
+    if batch <= group_size or cache is None or not all(isinstance(layer, _PreallocatedLayer) for layer in cache.layers):
+        out = model(input_ids=input_ids, attention_mask=attention_mask,
+                    position_ids=left_padded_positions(attention_mask), past_key_values=cache, use_cache=True,
+                    logits_to_keep=1)
+        return out.logits[:, -1, :], out.past_key_values
+    logits = None
+    for rows in attention_mask.sum(dim=-1).argsort(stable=True).split(group_size):
+        ids, mask = drop_padding_columns(input_ids[rows], attention_mask[rows])
+        out = model(input_ids=ids, attention_mask=mask, position_ids=left_padded_positions(mask), use_cache=True,
+                    logits_to_keep=1)
+        for layer, part in zip(cache.layers, out.past_key_values.layers):
+            layer.write_prompts(rows, part.keys, part.values, batch, width)
+        if logits is None:
+            logits = out.logits.new_empty((batch, out.logits.shape[-1]))
+        logits[rows] = out.logits[:, -1, :]
+    return logits, cache
 
 
 @torch.no_grad()
@@ -184,13 +227,10 @@ def generate_ids(
     device = input_ids.device
     batch, width = input_ids.shape
     stop_ids = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
-    positions = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
     next_position = attention_mask.sum(dim=-1)  # position of the first response token
     # The attention mask of every step is a prefix of this one: prompt mask, then ones.
     full_mask = torch.cat([attention_mask, attention_mask.new_ones((batch, max_new_tokens))], dim=1)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                past_key_values=_preallocated_cache(model, width + max_new_tokens), use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
+    last_logits, cache = _prefill(model, input_ids, attention_mask, width + max_new_tokens)
     tokens = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     logprobs = torch.zeros((batch, max_new_tokens), device=device)
     active = torch.zeros((batch, max_new_tokens), dtype=torch.bool, device=device)
@@ -198,7 +238,7 @@ def generate_ids(
     rows = torch.arange(batch, device=device)  # the rows the model still computes
     steps = max_new_tokens
     for step in range(max_new_tokens):
-        logits = out.logits[:, -1, :].float()
+        logits = last_logits.float()
         if len(rows) < batch:  # stopped rows get uniform logits: drawn from, then replaced by padding
             logits = logits.new_zeros((batch, logits.shape[-1])).index_copy_(0, rows, logits)
         token = _next_token(logits, temperature, top_p, generator).masked_fill_(done, pad_token_id)
@@ -217,13 +257,13 @@ def generate_ids(
             keep = running.nonzero().squeeze(-1)
             cache.batch_select_indices(keep)
             rows = rows[keep]
-        out = model(
+        last_logits = model(
             input_ids=token[rows, None],
             attention_mask=full_mask[rows, : width + step + 1],
             position_ids=(next_position[rows] + step)[:, None],
             past_key_values=cache,
             use_cache=True,
-        )
+        ).logits[:, -1, :]
     return Generation(
         prompt_ids=input_ids,
         prompt_mask=attention_mask,

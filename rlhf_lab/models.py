@@ -99,6 +99,12 @@ def context_length(model: PreTrainedModel) -> int:
     raise ValueError(f"cannot tell the context length of {type(model).__name__}: its config has no n_positions or max_position_embeddings")
 
 
+def left_padded_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip left padding: a row's first real token is position 0, so a prompt gets the
+    same positions in any batch (with right padding they are 0, 1, 2, ... anyway)."""
+    return (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+
+
 def load_policy(name_or_path: str | os.PathLike, device: torch.device | str | None = None):
     """Load (model, tokenizer) from a local folder or a cached Hugging Face name.
 

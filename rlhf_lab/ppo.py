@@ -18,7 +18,7 @@ import torch
 from .generation import decode_responses, drop_padding_columns, encode_prompts, generate_ids
 from .losses import (entropy, exact_kl, gae, kl_estimators, masked_mean, masked_whiten, ppo_policy_loss,
                      ppo_value_loss, token_logprobs)
-from .models import context_length, stop_token_ids
+from .models import context_length, left_padded_positions, stop_token_ids
 from .pretrain import gradient_step
 from .reward import last_token_index, token_scores
 from .sft import set_dropout
@@ -81,7 +81,7 @@ def response_logits(model, sequences: torch.Tensor, attention_mask: torch.Tensor
                     temperature: float) -> torch.Tensor:
     """(B, T, V) logits / temperature at the positions that predict the answer's tokens. The LM
     head runs only there (`logits_to_keep`): over the prompt it would be wasted work."""
-    positions = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+    positions = left_padded_positions(attention_mask)
     answer_width = sequences.shape[1] - prompt_width
     logits = model(input_ids=sequences, attention_mask=attention_mask, position_ids=positions,
                    logits_to_keep=answer_width + 1).logits

@@ -20,7 +20,7 @@ from .data import collate, encode_example
 from .hub import from_pretrained
 from .labelers import preferences
 from .losses import ranking_loss
-from .models import quiet_hf_loading
+from .models import left_padded_positions, quiet_hf_loading
 from .pretrain import cosine_schedule, gradient_step
 from .tokenizer import load_tokenizer
 from .utils import eval_mode, get_device, progress_bar, set_seed
@@ -59,7 +59,7 @@ def _final_norm(model) -> torch.nn.Module | None:
 def token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, T) the scalar head applied at every position; the reward is the one at the score
     token, the value function (PPO) uses them all. Position ids skip left padding."""
-    positions = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+    positions = left_padded_positions(attention_mask)
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
     return model.score(hidden.last_hidden_state).squeeze(-1).float()
 

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rlhf_lab.generation import _inverse_cdf_draw, _next_token, decode_responses, drop_padding_columns, encode_prompts, generate_ids, sample
+from rlhf_lab.generation import _inverse_cdf_draw, _prefill, _next_token, decode_responses, drop_padding_columns, encode_prompts, generate_ids, sample
 from rlhf_lab.models import stop_token_ids
 
 PROMPTS = ["The cat", "Q: Where does the owl live?\nA:", "A green frog, 33 cm long, was", "7"]
@@ -16,14 +16,19 @@ def test_batched_greedy_equals_one_at_a_time(tiny_model, tiny_tokenizer):
     assert len(set(batched)) > 1  # the prompts matter
 
 
-def test_batched_greedy_equals_one_at_a_time_llama(tiny_tokenizer):
-    """Padding and position handling are not GPT-2 specific (rotary embeddings here)."""
+def _tiny_llama(tokenizer) -> LlamaForCausalLM:
+    """Rotary positions and grouped-query attention (one key/value head for two query heads)."""
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
         bos_token_id=0, eos_token_id=0, pad_token_id=1,
-    ))
+    )).eval()
+
+
+def test_batched_greedy_equals_one_at_a_time_llama(tiny_tokenizer):
+    """Padding and position handling are not GPT-2 specific (rotary embeddings here)."""
+    model = _tiny_llama(tiny_tokenizer)
     batched = sample(model, tiny_tokenizer, PROMPTS, max_new_tokens=10, temperature=0, batch_size=3)
     assert batched == [sample(model, tiny_tokenizer, [p], max_new_tokens=10, temperature=0)[0] for p in PROMPTS]
 
@@ -96,6 +101,38 @@ def test_stopped_rows_leave_the_batch_without_changing_the_others(tiny_model, ti
     stopped_at = gen.response_mask.sum(1)
     assert stopped_at.min() <= 2 < stopped_at.max()
     assert min(rows_computed) < len(prompts) == rows_computed[0]  # stopped rows did leave the forward pass
+
+
+MIXED = [p + " and" * k for k in range(5) for p in PROMPTS]  # 20 prompts of 1 to 24 tokens
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_prompts_forwarded_by_length_build_the_whole_batch_cache(tiny_model, tiny_tokenizer, architecture):
+    """_prefill in groups of 3 prompts of similar length, each without its all-padding columns, against one
+    forward of the whole left-padded batch: the same last-token logits, the same keys and values at every real
+    prompt token (what the padding columns hold differs, and the attention mask hides it)."""
+    model = tiny_model if architecture == "gpt2" else _tiny_llama(tiny_tokenizer)
+    input_ids, mask = encode_prompts(tiny_tokenizer, MIXED, max_prompt_length=40)
+    with torch.no_grad():
+        whole_logits, whole = _prefill(model, input_ids, mask, input_ids.shape[1] + 4, group_size=len(MIXED))
+        grouped_logits, grouped = _prefill(model, input_ids, mask, input_ids.shape[1] + 4, group_size=3)
+    torch.testing.assert_close(grouped_logits, whole_logits)
+    real = mask.bool()[:, None, :, None]  # (B, 1, P, 1) against keys of (B, heads, P, head_dim)
+    for a, b in zip(whole.layers, grouped.layers):
+        assert b.keys.shape == a.keys.shape == (len(MIXED), *a.keys.shape[1:2], input_ids.shape[1], a.keys.shape[-1])
+        for x, y in ((a.keys, b.keys), (a.values, b.values)):
+            torch.testing.assert_close(y * real, x * real)
+
+
+def test_more_prompts_than_a_prefill_group_sample_like_the_reference(tiny_model, tiny_tokenizer):
+    """Past 16 prompts the prompts are forwarded in groups (see the test above); the tokens are still those of
+    the slow reference that re-forwards the whole batch at every step."""
+    input_ids, mask = encode_prompts(tiny_tokenizer, MIXED, max_prompt_length=40)
+    assert len(MIXED) > 16
+    gen = generate_ids(tiny_model, input_ids, mask, 8, stop_ids=[], pad_token_id=1,
+                       generator=torch.Generator().manual_seed(0))
+    reference = _reference_tokens(tiny_model, input_ids, mask, 8, [], 1, torch.Generator().manual_seed(0))
+    assert torch.equal(gen.response_ids, reference)
 
 
 def test_stop_token_ends_a_row_and_pads_the_rest(tiny_model, tiny_tokenizer):
