@@ -242,34 +242,44 @@ def trl_rloo_like(config, policy_path, reward_path, prompt_records: list[dict], 
 
 
 def bench_rloo_vs_trl(trainer, trl_trainer, steps: int) -> dict:
-    """`steps` steps of our RLOO (`trainer`) against TRL's RLOOTrainer doing the same work (`trl_rloo_like`),
-    in one process, each from its first step. TRL 1.x has no PPO trainer any more (`trl.experimental.ppo`
-    is gone), so PPO cannot be set against TRL's; RLOO is the RL method both have."""
+    """Our RLOO (`trainer`) against TRL's RLOOTrainer doing the same work (`trl_rloo_like`, set up for `steps`
+    steps), in one process. Each side's first step is a warm-up and is not timed; ours runs `steps` steps before
+    TRL's and `steps` after, and their mean is our time, so a machine that speeds up or slows down during the
+    race does not favour either side. TRL 1.x has no PPO trainer any more (`trl.experimental.ppo` is gone), so
+    PPO cannot be set against TRL's; RLOO is the RL method both have."""
     from transformers import TrainerCallback
 
-    start = time.perf_counter()
-    trainer.train(progress=False)
-    ours = (time.perf_counter() - start) / steps
+    def ours() -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.step()
+        return (time.perf_counter() - start) / steps
 
-    class Clock(TrainerCallback):  # TRL's own set-up (accelerate, dataloaders) before the first step is not timed
-        def on_train_begin(self, *args, **kwargs):
-            self.start = time.perf_counter()
+    first = trl_trainer.args.steps_per_generation * trl_trainer.args.num_iterations  # optimizer steps per RL step
+
+    class Clock(TrainerCallback):  # from the end of TRL's first RL step (a generation's minibatches, passes) to the last
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == first:
+                self.start = time.perf_counter()
 
         def on_train_end(self, *args, **kwargs):
             self.seconds = time.perf_counter() - self.start
 
+    trainer.step()  # warm-up
+    before = ours()
     clock = Clock()
     trl_trainer.add_callback(clock)
     trl_trainer.train()
-    theirs = clock.seconds / steps
+    theirs = clock.seconds / (steps - 1)
+    mine = (before + ours()) / 2
     answers = trainer.config.batch_size
     return {"stage": "RLOO step: ours vs TRL's RLOOTrainer", "per_step": f"{answers} answers "
             f"({answers // trainer.config.samples_per_prompt} prompts × {trainer.config.samples_per_prompt})",
-            "seconds_per_step": ours, "throughput": answers / ours, "unit": "answers/s",
-            "trl_throughput": answers / theirs, "vs_trl": theirs / ours}
+            "seconds_per_step": mine, "throughput": answers / mine, "unit": "answers/s",
+            "trl_throughput": answers / theirs, "vs_trl": theirs / mine}
 
 
-def _rloo_rows(steps: int = 3) -> list[dict]:
+def _rloo_rows(steps: int = 4) -> list[dict]:
     """Our RLOO against TRL's, on the course's SFT policy and reward model."""
     import tempfile
 

@@ -110,6 +110,7 @@ def test_bench_rloo_vs_trl_runs_both_for_the_same_work(tiny_model, tiny_tokenize
     assert (args.beta, args.epsilon, args.learning_rate, args.max_completion_length) == \
         (config.kl_coef, config.clip, config.lr, config.max_new_tokens)
     row = bench_rloo_vs_trl(ours, theirs, config.steps)
-    assert ours.step_count == 2 and theirs.state.global_step == 4  # 2 steps = 2 generations of 8 answers, each in 2 minibatches
+    # TRL: 2 steps = 2 generations of 8 answers, each in 2 minibatches; ours: a warm-up, then 2 before and 2 after
+    assert ours.step_count == 5 and theirs.state.global_step == 4
     assert row["per_step"] == "8 answers (2 prompts × 4)" and row["unit"] == "answers/s"
     assert row["vs_trl"] == pytest.approx(row["throughput"] / row["trl_throughput"])
