@@ -124,6 +124,22 @@ def test_prompts_forwarded_by_length_build_the_whole_batch_cache(tiny_model, tin
             torch.testing.assert_close(y * real, x * real)
 
 
+def test_prompts_are_forwarded_without_most_of_their_padding(tiny_model, tiny_tokenizer):
+    """The grouped prefill is in use (not its single-forward fallback): it forwards far fewer token positions
+    than the padded batch holds."""
+    input_ids, mask = encode_prompts(tiny_tokenizer, MIXED, max_prompt_length=40)
+    forwarded = []
+    hook = tiny_model.register_forward_pre_hook(lambda _, args, kwargs: forwarded.append(kwargs["input_ids"].numel()),
+                                                with_kwargs=True)
+    try:
+        with torch.no_grad():
+            _prefill(tiny_model, input_ids, mask, input_ids.shape[1] + 4, group_size=4)
+    finally:
+        hook.remove()
+    assert len(forwarded) == len(MIXED) // 4
+    assert int(mask.sum()) <= sum(forwarded) < 0.75 * input_ids.numel()
+
+
 def test_more_prompts_than_a_prefill_group_sample_like_the_reference(tiny_model, tiny_tokenizer):
     """Past 16 prompts the prompts are forwarded in groups (see the test above); the tokens are still those of
     the slow reference that re-forwards the whole batch at every step."""
