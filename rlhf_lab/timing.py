@@ -28,6 +28,11 @@ from .utils import RUNS_DIR, eval_mode, set_seed
 def _timed(step, n: int) -> float:
     """Seconds per call of `step()`, over `n` calls after one untimed warm-up call."""
     step()
+    return _seconds_per_call(step, n)
+
+
+def _seconds_per_call(step, n: int) -> float:
+    """Seconds per call of `step()`, over `n` calls, all timed."""
     start = time.perf_counter()
     for _ in range(n):
         step()
@@ -249,12 +254,6 @@ def bench_rloo_vs_trl(trainer, trl_trainer, steps: int) -> dict:
     PPO cannot be set against TRL's; RLOO is the RL method both have."""
     from transformers import TrainerCallback
 
-    def ours() -> float:
-        start = time.perf_counter()
-        for _ in range(steps):
-            trainer.step()
-        return (time.perf_counter() - start) / steps
-
     first = trl_trainer.args.steps_per_generation * trl_trainer.args.num_iterations  # optimizer steps per RL step
 
     class Clock(TrainerCallback):  # from the end of TRL's first RL step (a generation's minibatches, passes) to the last
@@ -265,13 +264,12 @@ def bench_rloo_vs_trl(trainer, trl_trainer, steps: int) -> dict:
         def on_train_end(self, *args, **kwargs):
             self.seconds = time.perf_counter() - self.start
 
-    trainer.step()  # warm-up
-    before = ours()
+    before = _timed(trainer.step, steps)
     clock = Clock()
     trl_trainer.add_callback(clock)
     trl_trainer.train()
     theirs = clock.seconds / (steps - 1)
-    mine = (before + ours()) / 2
+    mine = (before + _seconds_per_call(trainer.step, steps)) / 2
     answers = trainer.config.batch_size
     return {"stage": "RLOO step: ours vs TRL's RLOOTrainer", "per_step": f"{answers} answers "
             f"({answers // trainer.config.samples_per_prompt} prompts × {trainer.config.samples_per_prompt})",
