@@ -254,6 +254,8 @@ def bench_rloo_vs_trl(trainer, trl_trainer, steps: int) -> dict:
     PPO cannot be set against TRL's; RLOO is the RL method both have."""
     from transformers import TrainerCallback
 
+    if steps < 2:
+        raise ValueError(f"the RLOO race needs steps >= 2 (each side's first step is an untimed warm-up), got {steps}")
     first = trl_trainer.args.steps_per_generation * trl_trainer.args.num_iterations  # optimizer steps per RL step
 
     class Clock(TrainerCallback):  # from the end of TRL's first RL step (a generation's minibatches, passes) to the last

@@ -114,3 +114,10 @@ def test_bench_rloo_vs_trl_runs_both_for_the_same_work(tiny_model, tiny_tokenize
     assert ours.step_count == 5 and theirs.state.global_step == 4
     assert row["per_step"] == "8 answers (2 prompts × 4)" and row["unit"] == "answers/s"
     assert row["vs_trl"] == pytest.approx(row["throughput"] / row["trl_throughput"])
+
+
+def test_bench_rloo_vs_trl_needs_a_timed_step_after_the_warm_up():
+    from rlhf_lab.timing import bench_rloo_vs_trl
+
+    with pytest.raises(ValueError, match="steps >= 2"):
+        bench_rloo_vs_trl(None, None, 1)
