@@ -3,7 +3,8 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rlhf_lab.generation import _inverse_cdf_draw, _prefill, _next_token, decode_responses, drop_padding_columns, encode_prompts, generate_ids, sample
+from rlhf_lab.generation import (_inverse_cdf_draw, _next_token, _prefill, decode_responses, drop_padding_columns,
+                                 encode_prompts, generate_ids, sample)
 from rlhf_lab.models import stop_token_ids
 
 PROMPTS = ["The cat", "Q: Where does the owl live?\nA:", "A green frog, 33 cm long, was", "7"]
