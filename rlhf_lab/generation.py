@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from .models import context_length, left_padded_positions, stop_token_ids
+from .unpadded import alike_row_groups
 from .utils import eval_mode, progress_bar
 
 
@@ -184,7 +185,7 @@ def _prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, capac
                     logits_to_keep=1)
         return out.logits[:, -1, :], out.past_key_values
     logits = None
-    for rows in attention_mask.sum(dim=-1).argsort(stable=True).split(group_size):
+    for rows in alike_row_groups(attention_mask, group_size):
         ids, mask = drop_padding_columns(input_ids[rows], attention_mask[rows])
         out = model(input_ids=ids, attention_mask=mask, position_ids=left_padded_positions(mask), use_cache=True,
                     logits_to_keep=1)

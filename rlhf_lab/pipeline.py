@@ -163,12 +163,13 @@ def _rl_start(progress: bool):
     """What every RL run starts from: the frozen RM, its score function, and the SFT model twice
     (the policy to train and the frozen KL reference), with the tokenizer."""
     from .reward import rewards
+    from .unpadded import GROUP_SIZE
 
     rm, _ = reward_model(progress=progress)
     rm.requires_grad_(False)
     policy, tokenizer = sft_model(progress=progress)
     reference, _ = load_policy(SFT_DIR / "model")
-    return rm, (lambda seq, mask, texts: rewards(rm, seq, mask)), policy, reference, tokenizer
+    return rm, (lambda seq, mask, texts: rewards(rm, seq, mask, GROUP_SIZE)), policy, reference, tokenizer
 
 
 def ppo_trainer(config=None, progress: bool = True):

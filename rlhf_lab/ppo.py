@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import unpadded
 from .generation import decode_responses, drop_padding_columns, encode_prompts, generate_ids
 from .losses import (entropy, exact_kl, gae, kl_estimators, masked_mean, masked_whiten, ppo_policy_loss,
                      ppo_value_loss, token_logprobs)
@@ -79,18 +80,21 @@ class RunningStd:
 
 def response_logits(model, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
                     temperature: float) -> torch.Tensor:
-    """(B, T, V) logits / temperature at the positions that predict the answer's tokens. The LM
-    head runs only there (`logits_to_keep`): over the prompt it would be wasted work."""
-    positions = left_padded_positions(attention_mask)
-    answer_width = sequences.shape[1] - prompt_width
-    logits = model(input_ids=sequences, attention_mask=attention_mask, position_ids=positions,
-                   logits_to_keep=answer_width + 1).logits
+    """(B, T, V) logits / temperature at the positions that predict the answer's tokens. Rows are
+    forwarded in groups without their padding (`unpadded`), and the LM head runs only at those
+    positions (`logits_to_keep`): over the prompt it would be wasted work. Zeros after an answer's
+    group ends (padding, which callers mask)."""
+    def forward(ids, mask, n):
+        return model(input_ids=ids, attention_mask=mask, position_ids=left_padded_positions(mask),
+                     logits_to_keep=n).logits
+
+    logits = unpadded.per_position(forward, sequences, attention_mask, first_column=prompt_width - 1)
     return logits[:, :-1].float() / temperature
 
 
 def response_values(value_model, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int):
     """(B, T) V of the state before each answer token (the value head read at the previous position)."""
-    return token_scores(value_model, sequences, attention_mask)[:, prompt_width - 1:-1]
+    return token_scores(value_model, sequences, attention_mask, unpadded.GROUP_SIZE)[:, prompt_width - 1:-1]
 
 
 class PPOTrainer:

@@ -16,6 +16,7 @@ from collections import defaultdict
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from . import unpadded
 from .data import collate, encode_example
 from .hub import from_pretrained
 from .labelers import preferences
@@ -56,12 +57,19 @@ def _final_norm(model) -> torch.nn.Module | None:
     return getattr(backbone, "ln_f", None) or getattr(backbone, "norm", None)
 
 
-def token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 group_size: int | None = None) -> torch.Tensor:
     """(B, T) the scalar head applied at every position; the reward is the one at the score
-    token, the value function (PPO) uses them all. Position ids skip left padding."""
-    positions = left_padded_positions(attention_mask)
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
-    return model.score(hidden.last_hidden_state).squeeze(-1).float()
+    token, the value function (PPO) uses them all. Position ids skip left padding. With a
+    `group_size`, rows are forwarded in groups without their padding (`unpadded`; 0 at the columns
+    cut off); without, in one forward, as reward-model training does."""
+    def forward(ids, mask, n):
+        hidden = model.base_model(input_ids=ids, attention_mask=mask, position_ids=left_padded_positions(mask))
+        return model.score(hidden.last_hidden_state[:, -n:]).squeeze(-1).float()
+
+    if group_size is None:
+        return forward(input_ids, attention_mask, input_ids.shape[1])
+    return unpadded.per_position(forward, input_ids, attention_mask, group_size=group_size)
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -78,9 +86,10 @@ def score_token_index(input_ids: torch.Tensor, pad_token_id: int) -> torch.Tenso
     return (columns * (input_ids != pad_token_id)).argmax(dim=-1)
 
 
-def rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B,) r(x, y): the score at each row's score token (`score_token_index`)."""
-    scores = token_scores(model, input_ids, attention_mask)
+def rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+            group_size: int | None = None) -> torch.Tensor:
+    """(B,) r(x, y): the score at each row's score token (`score_token_index`); `group_size` as in `token_scores`."""
+    scores = token_scores(model, input_ids, attention_mask, group_size)
     return scores[torch.arange(len(scores)), score_token_index(input_ids, model.config.pad_token_id)]
 
 
