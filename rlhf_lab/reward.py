@@ -62,7 +62,8 @@ def token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     """(B, T) the scalar head applied at every position; the reward is the one at the score
     token, the value function (PPO) uses them all. Position ids skip left padding. With a
     `group_size`, rows are forwarded in groups without their padding (`unpadded`; 0 at the columns
-    cut off); without, in one forward, as reward-model training does."""
+    cut off), as RL does with its left- and right-padded rollouts; without, in one forward, as
+    reward-model training does (its batches are bucketed by length: 9% padding)."""
     def forward(ids, mask, n):
         hidden = model.base_model(input_ids=ids, attention_mask=mask, position_ids=left_padded_positions(mask))
         return model.score(hidden.last_hidden_state[:, -n:]).squeeze(-1).float()
