@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from .models import context_length, left_padded_positions, stop_token_ids
-from .unpadded import alike_row_groups
+from .unpadded import alike_row_groups, real_columns
 from .utils import eval_mode, progress_bar
 
 
@@ -72,7 +72,7 @@ def encode_prompts(tokenizer, prompts: Sequence[str], max_prompt_length: int) ->
 def drop_padding_columns(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A left-padded batch without the leading columns that are padding in every row (a batch cut from
     prompts padded to the longest of a larger set)."""
-    first = int(attention_mask.any(dim=0).long().argmax())
+    first, _ = real_columns(attention_mask)
     return input_ids[:, first:], attention_mask[:, first:]
 
 

@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -125,18 +127,24 @@ def test_prompts_forwarded_by_length_build_the_whole_batch_cache(tiny_model, tin
             torch.testing.assert_close(y * real, x * real)
 
 
+@contextlib.contextmanager
+def forwarded_positions(model):
+    """The number of token positions (rows × columns) of each forward of `model` while the block runs."""
+    forwarded = []
+    hook = model.register_forward_pre_hook(lambda _, args, kwargs: forwarded.append(kwargs["input_ids"].numel()),
+                                           with_kwargs=True)
+    try:
+        yield forwarded
+    finally:
+        hook.remove()
+
+
 def test_prompts_are_forwarded_without_most_of_their_padding(tiny_model, tiny_tokenizer):
     """The grouped prefill is in use (not its single-forward fallback): it forwards far fewer token positions
     than the padded batch holds."""
     input_ids, mask = encode_prompts(tiny_tokenizer, MIXED, max_prompt_length=40)
-    forwarded = []
-    hook = tiny_model.register_forward_pre_hook(lambda _, args, kwargs: forwarded.append(kwargs["input_ids"].numel()),
-                                                with_kwargs=True)
-    try:
-        with torch.no_grad():
-            _prefill(tiny_model, input_ids, mask, input_ids.shape[1] + 4, group_size=4)
-    finally:
-        hook.remove()
+    with forwarded_positions(tiny_model) as forwarded, torch.no_grad():
+        _prefill(tiny_model, input_ids, mask, input_ids.shape[1] + 4, group_size=4)
     assert len(forwarded) == len(MIXED) // 4
     assert int(mask.sum()) <= sum(forwarded) < 0.75 * input_ids.numel()
 

@@ -11,7 +11,7 @@ from rlhf_lab.models import left_padded_positions
 from rlhf_lab.ppo import response_logits
 from rlhf_lab.reward import token_scores
 from rlhf_lab.unpadded import alike_row_groups, per_position, real_columns
-from test_generation import MIXED, _tiny_llama
+from test_generation import MIXED, _tiny_llama, forwarded_positions
 
 ANSWER_LENGTHS = [1, 7, 3, 12, 5, 2, 9, 4, 11, 6]
 
@@ -85,14 +85,8 @@ def test_token_scores_in_groups_match_one_padded_forward(tiny_model, tiny_tokeni
 
 def test_groups_forward_far_fewer_positions_than_the_padded_batch(tiny_model, tiny_tokenizer):
     sequences, mask, width = _rl_batch(tiny_tokenizer)
-    forwarded = []
-    hook = tiny_model.register_forward_pre_hook(lambda _, args, kwargs: forwarded.append(kwargs["input_ids"].numel()),
-                                                with_kwargs=True)
-    try:
-        with torch.no_grad():
-            response_logits(tiny_model, sequences, mask, width, 1.0)
-    finally:
-        hook.remove()
+    with forwarded_positions(tiny_model) as forwarded, torch.no_grad():
+        response_logits(tiny_model, sequences, mask, width, 1.0)
     spans = [real_columns(mask[rows]) for rows in alike_row_groups(mask, 4)]  # 10 rows in groups of 4
     assert forwarded == [len(rows) * (stop - start) for rows, (start, stop) in zip(alike_row_groups(mask, 4), spans)]
     assert sum(forwarded) < 0.75 * sequences.numel()
