@@ -4,7 +4,9 @@ PPO can reuse the token-level result: ids, per-token log-probabilities and masks
 Batches are left-padded: every prompt then ends at the same column, and one new
 column is appended per step. Position ids skip the padding (a prompt's first real
 token is position 0), which makes batched and one-at-a-time results agree. The prompts
-themselves are forwarded in groups of alike length, each without its padding (`_prefill`).
+themselves are forwarded in groups of alike length, each without its padding (`_prefill`), and
+the attention of each decode step runs per bucket of alike rows, each without the padding its
+rows share (`unpadded.row_bucket_attention`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from .models import context_length, left_padded_positions, stop_token_ids
-from .unpadded import alike_row_groups, real_columns
+from .unpadded import alike_row_groups, attention_buckets, real_columns, row_bucket_attention
 from .utils import eval_mode, progress_bar
 
 
@@ -76,22 +78,23 @@ def drop_padding_columns(input_ids: torch.Tensor, attention_mask: torch.Tensor) 
     return input_ids[:, first:], attention_mask[:, first:]
 
 
-def _next_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Greedy if temperature == 0, else sample from the top-p nucleus of softmax(logits / T)."""
+def _next_token(logits: torch.Tensor, temperature: float, top_p: float, uniform: torch.Tensor | None) -> torch.Tensor:
+    """Greedy if temperature == 0, else sample from the top-p nucleus of softmax(logits / T), one token per row
+    with its uniform number in [0, 1) from `uniform` (rows, 1)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / temperature, dim=-1)
+    probs = torch.softmax(logits if temperature == 1 else logits / temperature, dim=-1)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         # Drop a token if the more likely ones already reach top_p (the top one always stays).
         outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
-    return _inverse_cdf_draw(probs, generator)
+    return _inverse_cdf_draw(probs, uniform)
 
 
-def _inverse_cdf_draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _inverse_cdf_draw(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     """One token per row, drawn with probability `probs` (rows need not sum to 1): the first token
-    whose cumulative probability exceeds a uniform number u in [0, total).
+    whose cumulative probability exceeds u * total, for the row's uniform number u in [0, 1).
 
     One random number per row. `torch.multinomial` draws one per vocabulary entry per row, a
     quarter of a decode step of the course model at 128 rows."""
@@ -100,7 +103,7 @@ def _inverse_cdf_draw(probs: torch.Tensor, generator: torch.Generator | None) ->
     if not torch.isfinite(total).all():
         raise ValueError("sampling probabilities are not finite: the model's logits hold NaN or inf "
                          "(a diverged training run? lower the learning rate)")
-    u = torch.rand(total.shape, generator=generator, device=probs.device, dtype=probs.dtype) * total
+    u = uniform.to(probs.dtype) * total
     # u * total can round up to total; the largest float below it keeps u < total, so the chosen token
     # is one where the cumulative sum grew: a token of nonzero probability.
     u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))
@@ -135,17 +138,18 @@ class _PreallocatedLayer(DynamicLayer):
         self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
         return self.keys, self.values
 
-    def write_prompts(self, rows: torch.Tensor, key_states: torch.Tensor, value_states: torch.Tensor,
+    def write_prompts(self, rows: slice, key_states: torch.Tensor, value_states: torch.Tensor,
                       batch: int, width: int) -> None:
         """Place the prompt keys and values of `rows`, forwarded without their all-padding columns, right-aligned
-        in the first `width` columns of a `batch`-row cache; the columns left of them stay zero (padding, masked)."""
+        in the first `width` columns of a `batch`-row cache, and zeros left of them (padding: masked, but it must
+        be finite, since attention multiplies it by zero)."""
         if not self.is_initialized:
             self.lazy_initialization(*(s.new_empty((batch, *s.shape[1:2], 0, s.shape[-1]))
                                        for s in (key_states, value_states)))
-            self._keys[:, :, :width].zero_()
-            self._values[:, :, :width].zero_()
-        self._keys[rows, :, width - key_states.shape[-2]:width] = key_states
-        self._values[rows, :, width - value_states.shape[-2]:width] = value_states
+        first = width - key_states.shape[-2]
+        for buffer, states in ((self._keys, key_states), (self._values, value_states)):
+            buffer[rows, :, :first].zero_()
+            buffer[rows, :, first:width] = states
         self.keys, self.values = self._keys[:, :, :width], self._values[:, :, :width]
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
@@ -168,33 +172,34 @@ def _preallocated_cache(model, capacity: int) -> DynamicCache | None:
     return cache
 
 
-def _prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, capacity: int,
+def _prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, order: torch.Tensor, capacity: int,
              group_size: int = 16) -> tuple[torch.Tensor, DynamicCache]:
-    """Forward the prompts once: the logits at each row's last prompt token, (B, vocab), and the KV cache.
+    """Forward the prompts once: the logits at each row's last prompt token, (B, vocab), and the KV cache,
+    both with the batch's rows in `order` (cache row i is batch row order[i]).
 
     Left padding is wasted work, and with prompts of mixed lengths most of a batch's prompt columns are
     padding (at 128 course prompts, 68%). So prompts are forwarded in groups of `group_size` of similar
-    length, each group without its all-padding columns, and their keys and values are placed into one
-    left-padded cache: at every real prompt token, the keys and values the whole batch would have built
-    (at the padding they differ, and the attention mask hides them either way)."""
+    length (`order` puts alike rows together), each group without its all-padding columns, and their keys
+    and values are placed into one left-padded cache: at every real prompt token, the keys and values the
+    whole batch would have built (at the padding they differ, and the attention mask hides them either way)."""
     batch, width = input_ids.shape
     cache = _preallocated_cache(model, capacity)
+    input_ids, attention_mask = input_ids[order], attention_mask[order]
     if batch <= group_size or cache is None or not all(isinstance(layer, _PreallocatedLayer) for layer in cache.layers):
         out = model(input_ids=input_ids, attention_mask=attention_mask,
                     position_ids=left_padded_positions(attention_mask), past_key_values=cache, use_cache=True,
                     logits_to_keep=1)
         return out.logits[:, -1, :], out.past_key_values
-    logits = None
-    for rows in alike_row_groups(attention_mask, group_size):
+    logits = []
+    for start in range(0, batch, group_size):
+        rows = slice(start, start + group_size)
         ids, mask = drop_padding_columns(input_ids[rows], attention_mask[rows])
         out = model(input_ids=ids, attention_mask=mask, position_ids=left_padded_positions(mask), use_cache=True,
                     logits_to_keep=1)
         for layer, part in zip(cache.layers, out.past_key_values.layers):
             layer.write_prompts(rows, part.keys, part.values, batch, width)
-        if logits is None:
-            logits = out.logits.new_empty((batch, out.logits.shape[-1]))
-        logits[rows] = out.logits[:, -1, :]
-    return logits, cache
+        logits.append(out.logits[:, -1, :])
+    return torch.cat(logits), cache
 
 
 @torch.no_grad()
@@ -218,8 +223,8 @@ def generate_ids(
 
     Rows that have stopped leave the forward pass (and the KV cache) once a quarter of those still
     computed are done: most answers stop long before the longest one, and a decode step reads the
-    whole cache. Sampling still draws for every row, so each row gets the same random numbers, and
-    the same tokens, as if all rows were computed to the end.
+    whole cache. Every step still draws one uniform number per row of the batch, so each row gets the
+    same random numbers, and the same tokens, as if all rows were computed to the end.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -231,40 +236,47 @@ def generate_ids(
     next_position = attention_mask.sum(dim=-1)  # position of the first response token
     # The attention mask of every step is a prefix of this one: prompt mask, then ones.
     full_mask = torch.cat([attention_mask, attention_mask.new_ones((batch, max_new_tokens))], dim=1)
-    last_logits, cache = _prefill(model, input_ids, attention_mask, width + max_new_tokens)
+    # The cache holds the rows by prompt length (`rows`: the batch row of each cache row the model still
+    # computes), so that a decode step's attention can run in buckets of alike rows, each without the padding
+    # columns all its rows share (unpadded.attention_buckets).
+    rows = alike_row_groups(attention_mask, batch)[0]
+    last_logits, cache = _prefill(model, input_ids, attention_mask, rows, width + max_new_tokens)
+    first_column = attention_mask.argmax(dim=-1).tolist()  # of each row's real tokens
     tokens = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     logprobs = torch.zeros((batch, max_new_tokens), device=device)
     active = torch.zeros((batch, max_new_tokens), dtype=torch.bool, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
-    rows = torch.arange(batch, device=device)  # the rows the model still computes
     steps = max_new_tokens
-    for step in range(max_new_tokens):
-        logits = last_logits.float()
-        if len(rows) < batch:  # stopped rows get uniform logits: drawn from, then replaced by padding
-            logits = logits.new_zeros((batch, logits.shape[-1])).index_copy_(0, rows, logits)
-        token = _next_token(logits, temperature, top_p, generator).masked_fill_(done, pad_token_id)
-        logprob = F.log_softmax(logits, dim=-1).gather(-1, token[:, None]).squeeze(-1)
-        tokens[:, step] = token
-        logprobs[:, step] = logprob.masked_fill_(done, 0.0)
-        active[:, step] = ~done
-        done |= torch.isin(token, stop_ids)
-        if should_stop is not None:
-            done |= should_stop(tokens[:, : step + 1])
-        if step == max_new_tokens - 1 or done.all():
-            steps = step + 1
-            break
-        running = ~done[rows]
-        if running.sum() <= 0.75 * len(rows):
-            keep = running.nonzero().squeeze(-1)
-            cache.batch_select_indices(keep)
-            rows = rows[keep]
-        last_logits = model(
-            input_ids=token[rows, None],
-            attention_mask=full_mask[rows, : width + step + 1],
-            position_ids=(next_position[rows] + step)[:, None],
-            past_key_values=cache,
-            use_cache=True,
-        ).logits[:, -1, :]
+    with row_bucket_attention(model) as bucketed:
+        for step in range(max_new_tokens):
+            # Cache row i is batch row rows[i]; of those, the ones that stopped since they were last dropped get padding.
+            live = ~done[rows]
+            uniform = None if temperature == 0 else torch.rand((batch, 1), generator=generator, device=device)[rows]
+            logits = last_logits.float()
+            token = _next_token(logits, temperature, top_p, uniform).masked_fill_(~live, pad_token_id)
+            logprob = F.log_softmax(logits, dim=-1).gather(-1, token[:, None]).squeeze(-1).masked_fill_(~live, 0.0)
+            tokens[rows, step], logprobs[rows, step], active[rows, step] = token, logprob, live
+            done[rows] |= torch.isin(token, stop_ids)
+            if should_stop is not None:
+                done |= should_stop(tokens[:, : step + 1])
+            if step == max_new_tokens - 1 or done.all():
+                steps = step + 1
+                break
+            running = ~done[rows]
+            if running.sum() <= 0.75 * len(rows):
+                keep = running.nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                rows, token = rows[keep], token[keep]
+            buckets = {"row_buckets": attention_buckets([first_column[r] for r in rows.tolist()], width + step + 1)
+                       } if bucketed else {}
+            last_logits = model(
+                input_ids=token[:, None],
+                attention_mask=full_mask[rows, : width + step + 1],
+                position_ids=(next_position[rows] + step)[:, None],
+                past_key_values=cache,
+                use_cache=True,
+                **buckets,
+            ).logits[:, -1, :]
     return Generation(
         prompt_ids=input_ids,
         prompt_mask=attention_mask,

@@ -7,10 +7,14 @@ costs the same for a padding column as for a real one, so forwarding alike rows 
 without its padding columns, saves most of that work. Each row's result is the same computation
 (padding is masked, and position ids skip it); only float rounding differs, by about 1e-5 in the
 logits, as with any other change of batch shape.
+
+Sampling uses the same idea on its decode steps, whose attention reads every cached key and value of every
+row: `row_bucket_attention` runs that attention per bucket of alike rows, each from its first real column on.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -54,3 +58,52 @@ def per_position(forward: Callable[[torch.Tensor, torch.Tensor, int], torch.Tens
         pieces.append(F.pad(out, [0, 0] * (out.dim() - 2) + [kept - first_column, width - stop]))
         order.append(rows)
     return torch.cat(pieces)[torch.cat(order).argsort()]
+
+
+# Rows of a decode step whose attention runs together (`attention_buckets`). On 128 unsorted course prompts,
+# buckets of 16 rows sampled 11% faster than one attention call over the whole batch; 8 gained nothing, 32 less.
+ATTENTION_BUCKET = 16
+BUCKETED_SDPA = "rlhf_lab_row_buckets"  # the attention implementation that honours `row_buckets`
+
+
+def attention_buckets(first_columns: list[int], width: int, size: int = ATTENTION_BUCKET) -> list[tuple[int, int, int]] | None:
+    """(start, stop, first column) of each bucket of `size` consecutive cache rows, where `first_columns` are the rows'
+    first real columns in a cache `width` columns wide. None when the buckets would skip under a quarter of the
+    columns: each bucket is one more attention call, which a small saving does not repay (on batches sorted by
+    length, as `sample` makes them, buckets skip little)."""
+    buckets = [(start, min(start + size, len(first_columns)), min(first_columns[start:start + size]))
+               for start in range(0, len(first_columns), size)]
+    skipped = sum((stop - start) * first for start, stop, first in buckets)
+    return buckets if skipped >= 0.25 * len(first_columns) * width else None
+
+
+def _sdpa_by_row_buckets(module, query, key, value, attention_mask, row_buckets=None, **kwargs):
+    """transformers' SDPA attention, run per bucket of rows on the key and value columns from the bucket's first
+    real column on. Each row attends to the same real keys; only the masked padding columns are not read."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if row_buckets is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    outputs = [sdpa_attention_forward(module, query[start:stop], key[start:stop, :, first:], value[start:stop, :, first:],
+                                      None if attention_mask is None else attention_mask[start:stop, ..., first:],
+                                      **kwargs)[0] for start, stop, first in row_buckets]
+    return torch.cat(outputs), None
+
+
+@contextmanager
+def row_bucket_attention(model):
+    """Within the block, `model` takes a `row_buckets=` argument (see `attention_buckets`) in its forward. Yields
+    False, and changes nothing, for a model whose attention is not transformers' SDPA."""
+    if getattr(model.config, "_attn_implementation", None) != "sdpa":
+        yield False
+        return
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    AttentionInterface.register(BUCKETED_SDPA, _sdpa_by_row_buckets)
+    AttentionMaskInterface.register(BUCKETED_SDPA, sdpa_mask)
+    model.set_attn_implementation(BUCKETED_SDPA)  # a model that cannot switch warns and stays on SDPA
+    try:
+        yield model.config._attn_implementation == BUCKETED_SDPA
+    finally:
+        model.set_attn_implementation("sdpa")

@@ -1,13 +1,16 @@
 import contextlib
+import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from rlhf_lab import generation, unpadded
 from rlhf_lab.generation import (_inverse_cdf_draw, _next_token, _prefill, decode_responses, drop_padding_columns,
                                  encode_prompts, generate_ids, sample)
 from rlhf_lab.models import stop_token_ids
+from rlhf_lab.unpadded import alike_row_groups
 
 PROMPTS = ["The cat", "Q: Where does the owl live?\nA:", "A green frog, 33 cm long, was", "7"]
 
@@ -76,7 +79,7 @@ def _reference_tokens(model, input_ids, mask, steps, stop_ids, pad_token_id, gen
     for _ in range(steps):
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
-        token = _next_token(logits[:, -1].float(), 1.0, 1.0, generator).masked_fill(done, pad_token_id)
+        token = _next_token(logits[:, -1].float(), 1.0, 1.0, torch.rand((len(ids), 1), generator=generator)).masked_fill(done, pad_token_id)
         tokens.append(token)
         ids, mask = torch.cat([ids, token[:, None]], 1), torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
         done |= torch.isin(token, torch.tensor(stop_ids))
@@ -116,11 +119,12 @@ def test_prompts_forwarded_by_length_build_the_whole_batch_cache(tiny_model, tin
     prompt token (what the padding columns hold differs, and the attention mask hides it)."""
     model = tiny_model if architecture == "gpt2" else _tiny_llama(tiny_tokenizer)
     input_ids, mask = encode_prompts(tiny_tokenizer, MIXED, max_prompt_length=40)
+    order = alike_row_groups(mask, len(MIXED))[0]
     with torch.no_grad():
-        whole_logits, whole = _prefill(model, input_ids, mask, input_ids.shape[1] + 4, group_size=len(MIXED))
-        grouped_logits, grouped = _prefill(model, input_ids, mask, input_ids.shape[1] + 4, group_size=3)
+        whole_logits, whole = _prefill(model, input_ids, mask, order, input_ids.shape[1] + 4, group_size=len(MIXED))
+        grouped_logits, grouped = _prefill(model, input_ids, mask, order, input_ids.shape[1] + 4, group_size=3)
     torch.testing.assert_close(grouped_logits, whole_logits)
-    real = mask.bool()[:, None, :, None]  # (B, 1, P, 1) against keys of (B, heads, P, head_dim)
+    real = mask[order].bool()[:, None, :, None]  # (B, 1, P, 1) against keys of (B, heads, P, head_dim), cache order
     for a, b in zip(whole.layers, grouped.layers):
         assert b.keys.shape == a.keys.shape == (len(MIXED), *a.keys.shape[1:2], input_ids.shape[1], a.keys.shape[-1])
         for x, y in ((a.keys, b.keys), (a.values, b.values)):
@@ -144,7 +148,7 @@ def test_prompts_are_forwarded_without_most_of_their_padding(tiny_model, tiny_to
     than the padded batch holds."""
     input_ids, mask = encode_prompts(tiny_tokenizer, MIXED, max_prompt_length=40)
     with forwarded_positions(tiny_model) as forwarded, torch.no_grad():
-        _prefill(tiny_model, input_ids, mask, input_ids.shape[1] + 4, group_size=4)
+        _prefill(tiny_model, input_ids, mask, alike_row_groups(mask, len(MIXED))[0], input_ids.shape[1] + 4, group_size=4)
     assert len(forwarded) == len(MIXED) // 4
     assert int(mask.sum()) <= sum(forwarded) < 0.75 * input_ids.numel()
 
@@ -158,6 +162,37 @@ def test_more_prompts_than_a_prefill_group_sample_like_the_reference(tiny_model,
                        generator=torch.Generator().manual_seed(0))
     reference = _reference_tokens(tiny_model, input_ids, mask, 8, [], 1, torch.Generator().manual_seed(0))
     assert torch.equal(gen.response_ids, reference)
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_attention_in_row_buckets_samples_like_the_reference(tiny_model, tiny_tokenizer, monkeypatch, architecture):
+    """Decode steps run their attention per bucket of alike rows, each from its first real column on (rows in
+    the cache by prompt length), and the tokens are still those of the slow reference; afterwards the model is
+    back on plain SDPA."""
+    model = tiny_model if architecture == "gpt2" else _tiny_llama(tiny_tokenizer)
+    short_and_long = [p + " and" * (k % 2) for k in range(4) for p in PROMPTS] + [p + " and" * 14 for p in PROMPTS]
+    input_ids, mask = encode_prompts(tiny_tokenizer, short_and_long, max_prompt_length=40)
+    buckets = []
+    monkeypatch.setattr(generation, "attention_buckets",
+                        lambda *args: buckets.append(unpadded.attention_buckets(*args)) or buckets[-1])
+    gen = generate_ids(model, input_ids, mask, 8, stop_ids=[], pad_token_id=1, generator=torch.Generator().manual_seed(0))
+    assert len(buckets) == 7 and all(b[0][:2] == (0, 16) and b[0][2] > 0 for b in buckets)  # the 16 short rows skip padding
+    assert torch.equal(gen.response_ids, _reference_tokens(model, input_ids, mask, 8, [], 1,
+                                                           torch.Generator().manual_seed(0)))
+    for row in range(len(short_and_long)):  # every real key attended to: the log-probs of an unpadded forward
+        prompt = input_ids[row][mask[row].bool()].tolist()
+        torch.testing.assert_close(gen.logprobs[row], _reference_logprobs(model, prompt, gen.response_ids[row].tolist()))
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_a_model_on_eager_attention_samples_without_buckets(tiny_model, tiny_tokenizer):
+    model = copy.deepcopy(tiny_model)
+    model.set_attn_implementation("eager")
+    input_ids, mask = encode_prompts(tiny_tokenizer, MIXED, max_prompt_length=40)
+    gen = generate_ids(model, input_ids, mask, 8, stop_ids=[], pad_token_id=1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(gen.response_ids, _reference_tokens(model, input_ids, mask, 8, [], 1,
+                                                           torch.Generator().manual_seed(0)))
+    assert model.config._attn_implementation == "eager"
 
 
 def test_stop_token_ends_a_row_and_pads_the_rest(tiny_model, tiny_tokenizer):
@@ -198,11 +233,12 @@ def test_stop_strings_cut_the_text(tiny_model, tiny_tokenizer):
 
 def test_top_p_keeps_the_smallest_nucleus():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
-    draws = _next_token(logits, 1.0, 0.8, torch.Generator().manual_seed(0))
+    uniform = torch.rand((len(logits), 1), generator=torch.Generator().manual_seed(0))
+    draws = _next_token(logits, 1.0, 0.8, uniform)
     assert set(draws.tolist()) == {0, 1}  # 0.5 + 0.3 reaches 0.8: the tail is dropped
     assert abs((draws == 0).float().mean().item() - 0.5 / 0.8) < 0.03
-    assert set(_next_token(logits, 1.0, 0.4, torch.Generator()).tolist()) == {0}
-    assert set(_next_token(logits, 1.0, 1.0, torch.Generator().manual_seed(0)).tolist()) == {0, 1, 2, 3}
+    assert set(_next_token(logits, 1.0, 0.4, uniform).tolist()) == {0}
+    assert set(_next_token(logits, 1.0, 1.0, uniform).tolist()) == {0, 1, 2, 3}
 
 
 def test_too_long_prompt_names_index_and_length(tiny_model, tiny_tokenizer):
@@ -238,20 +274,18 @@ def test_drop_padding_columns_keeps_every_real_token():
 
 def test_inverse_cdf_draw_follows_the_probabilities():
     probs = torch.tensor([[0.0, 0.1, 0.0, 0.6, 0.3, 0.0]]).repeat(200_000, 1) * 3.0  # unnormalized rows
-    draws = _inverse_cdf_draw(probs, torch.Generator().manual_seed(0))
+    draws = _inverse_cdf_draw(probs, torch.rand((len(probs), 1), generator=torch.Generator().manual_seed(0)))
     frequency = torch.bincount(draws, minlength=6).float() / len(draws)
     assert frequency[[0, 2, 5]].sum() == 0  # zero-probability tokens never come out, at either end
     assert (frequency - probs[0] / probs[0].sum()).abs().max() < 0.005  # 0.005 is about 5 standard errors
 
 
-def test_inverse_cdf_draw_at_the_ends_of_the_uniform_range(monkeypatch):
+def test_inverse_cdf_draw_at_the_ends_of_the_uniform_range():
     probs = torch.tensor([[0.0, 0.5, 0.5, 0.0]])
-    monkeypatch.setattr(torch, "rand", lambda shape, **kw: torch.zeros(shape, dtype=kw.get("dtype")))
-    assert _inverse_cdf_draw(probs, None).tolist() == [1]  # u = 0 skips the leading zero-probability token
-    monkeypatch.setattr(torch, "rand", lambda shape, **kw: torch.ones(shape, dtype=kw.get("dtype")))
-    assert _inverse_cdf_draw(probs, None).tolist() == [2]  # u rounded up to the total still lands on a real token
+    assert _inverse_cdf_draw(probs, torch.zeros(1, 1)).tolist() == [1]  # u = 0 skips the leading zero-probability token
+    assert _inverse_cdf_draw(probs, torch.ones(1, 1)).tolist() == [2]  # u rounded up to the total still lands on a real token
 
 
 def test_non_finite_logits_are_an_error_that_says_why():
     with pytest.raises(ValueError, match="not finite"):
-        _next_token(torch.tensor([[0.0, float("nan")]]), 1.0, 1.0, torch.Generator())
+        _next_token(torch.tensor([[0.0, float("nan")]]), 1.0, 1.0, torch.rand(1, 1))

@@ -10,7 +10,7 @@ from rlhf_lab.generation import encode_prompts
 from rlhf_lab.models import left_padded_positions
 from rlhf_lab.ppo import response_logits
 from rlhf_lab.reward import token_scores
-from rlhf_lab.unpadded import alike_row_groups, per_position, real_columns
+from rlhf_lab.unpadded import alike_row_groups, attention_buckets, per_position, real_columns
 from test_generation import MIXED, _tiny_llama, forwarded_positions
 
 ANSWER_LENGTHS = [1, 7, 3, 12, 5, 2, 9, 4, 11, 6]
@@ -96,3 +96,11 @@ def test_rows_without_a_real_token_from_the_first_kept_column_on_are_refused():
     mask = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0]])
     with pytest.raises(ValueError, match="no real token at or after column 2"):
         per_position(lambda ids, m, n: ids[:, -n:].float(), mask, mask, first_column=2, group_size=1)
+
+
+def test_attention_buckets_skip_the_padding_their_rows_share_or_stay_whole():
+    # two rows whose first 6 of 8 columns are padding, two without padding: 12 of 32 columns skipped
+    assert attention_buckets([6, 6, 0, 0], 8, size=2) == [(0, 2, 6), (2, 4, 0)]
+    assert attention_buckets([6, 0, 6, 0], 8, size=2) is None  # unsorted rows: no bucket skips anything
+    assert attention_buckets([1, 1, 0, 0], 8, size=2) is None  # 2 of 32: not worth an extra attention call
+    assert attention_buckets([5, 5, 5, 3, 3], 8, size=2) == [(0, 2, 5), (2, 4, 3), (4, 5, 3)]  # a short last bucket
