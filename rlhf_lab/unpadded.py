@@ -84,9 +84,10 @@ def _sdpa_by_row_buckets(module, query, key, value, attention_mask, row_buckets=
 
     if row_buckets is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    # Buckets exist only where rows have left padding, so the mask is a tensor here.
     outputs = [sdpa_attention_forward(module, query[start:stop], key[start:stop, :, first:], value[start:stop, :, first:],
-                                      None if attention_mask is None else attention_mask[start:stop, ..., first:],
-                                      **kwargs)[0] for start, stop, first in row_buckets]
+                                      attention_mask[start:stop, ..., first:], **kwargs)[0]
+               for start, stop, first in row_buckets]
     return torch.cat(outputs), None
 
 

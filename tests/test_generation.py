@@ -79,7 +79,8 @@ def _reference_tokens(model, input_ids, mask, steps, stop_ids, pad_token_id, gen
     for _ in range(steps):
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
-        token = _next_token(logits[:, -1].float(), 1.0, 1.0, torch.rand((len(ids), 1), generator=generator)).masked_fill(done, pad_token_id)
+        uniform = torch.rand((len(ids), 1), generator=generator)  # one number per row, stopped or not
+        token = _next_token(logits[:, -1].float(), 1.0, 1.0, uniform).masked_fill(done, pad_token_id)
         tokens.append(token)
         ids, mask = torch.cat([ids, token[:, None]], 1), torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
         done |= torch.isin(token, torch.tensor(stop_ids))
