@@ -91,6 +91,16 @@ def _sdpa_by_row_buckets(module, query, key, value, attention_mask, row_buckets=
     return torch.cat(outputs), None
 
 
+def _additive_sdpa_mask(*args, dtype: torch.dtype = torch.float32, **kwargs) -> torch.Tensor | None:
+    """SDPA's boolean mask as the float mask SDPA itself turns it into (0 where attended, -inf elsewhere): built
+    once per forward, rather than by SDPA once per layer and bucket."""
+    from transformers.masking_utils import sdpa_mask
+
+    mask = sdpa_mask(*args, **kwargs)
+    return None if mask is None else torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
+        mask.logical_not(), float("-inf"))
+
+
 @contextmanager
 def row_bucket_attention(model):
     """Within the block, `model` takes a `row_buckets=` argument (see `attention_buckets`) in its forward. Yields
@@ -99,10 +109,9 @@ def row_bucket_attention(model):
         yield False
         return
     from transformers import AttentionInterface, AttentionMaskInterface
-    from transformers.masking_utils import sdpa_mask
 
     AttentionInterface.register(BUCKETED_SDPA, _sdpa_by_row_buckets)
-    AttentionMaskInterface.register(BUCKETED_SDPA, sdpa_mask)
+    AttentionMaskInterface.register(BUCKETED_SDPA, _additive_sdpa_mask)
     model.set_attn_implementation(BUCKETED_SDPA)  # a model that cannot switch warns and stays on SDPA
     try:
         yield model.config._attn_implementation == BUCKETED_SDPA
