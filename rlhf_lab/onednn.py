@@ -13,11 +13,20 @@ from contextlib import contextmanager
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 
+# Below this many rows torch's own path is quicker: a oneDNN call costs about 10 µs more (measured on the course
+# model's layers: 1 row 2.2x slower, 16 rows even, 128 rows 2x faster).
+MIN_ROWS = 16
+
+
 def _linear(x: torch.Tensor, *, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x @ weight.T + bias, on oneDNN from MIN_ROWS rows of x on."""
+    if x.numel() < MIN_ROWS * x.shape[-1]:
+        return F.linear(x, weight, bias)
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 

@@ -20,17 +20,18 @@ def _linear_layers(model) -> list[nn.Module]:
 @pytest.mark.parametrize("architecture", ["gpt2", "llama"])
 def test_every_linear_layer_runs_on_onednn_with_the_plain_outputs(tiny_model, tiny_tokenizer, monkeypatch, architecture):
     model = tiny_model if architecture == "gpt2" else _tiny_llama(tiny_tokenizer)
-    ids = torch.randint(2, len(tiny_tokenizer), (3, 9))
-    calls = []
-    monkeypatch.setattr(onednn, "_linear", lambda x, **kw: calls.append(x.shape) or torch.ops.mkldnn._linear_pointwise(
-        x, kw["weight"], kw["bias"], "none", [], ""))
-    with torch.inference_mode():
-        plain = model(input_ids=ids).logits
-        with onednn_linears(model) as switched:
-            fast = model(input_ids=ids).logits
-    assert switched and len(calls) == len(_linear_layers(model))  # GPT-2's Conv1D layers, Llama's nn.Linear
-    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
-    assert not any("forward" in vars(m) for m in model.modules())  # switched back
+    kernel, calls = torch.ops.mkldnn._linear_pointwise, []
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", lambda x, *args: calls.append(x.shape) or kernel(x, *args))
+    for rows, expected_calls in ((onednn.MIN_ROWS, len(_linear_layers(model))), (onednn.MIN_ROWS - 1, 0)):
+        ids = torch.randint(2, len(tiny_tokenizer), (1, rows))
+        calls.clear()
+        with torch.inference_mode():
+            plain = model(input_ids=ids).logits
+            with onednn_linears(model) as switched:
+                fast = model(input_ids=ids).logits
+        assert switched and len(calls) == expected_calls  # GPT-2's Conv1D layers, Llama's nn.Linear; few rows: none
+        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+        assert not any("forward" in vars(m) for m in model.modules())  # switched back
 
 
 @needs_onednn
