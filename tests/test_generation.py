@@ -262,6 +262,17 @@ def test_inference_mode_and_training_mode_restored(tiny_model, tiny_tokenizer):
         tiny_model.eval()
 
 
+def test_sampled_tensors_can_enter_autograd(tiny_model, tiny_tokenizer):
+    """The loop runs in inference mode, whose tensors autograd refuses to save; what it hands out is not that."""
+    input_ids, mask = encode_prompts(tiny_tokenizer, PROMPTS, max_prompt_length=40)
+    gen = generate_ids(tiny_model, input_ids, mask, 6, stop_ids=[], pad_token_id=1, generator=torch.Generator().manual_seed(0))
+    logits = tiny_model(input_ids=gen.sequences, attention_mask=gen.attention_mask).logits[:, -7:-1]
+    chosen = F.log_softmax(logits, dim=-1).gather(-1, gen.response_ids[..., None]).squeeze(-1)
+    (chosen * gen.logprobs * gen.response_mask).sum().backward()  # gather and products save their operands
+    assert next(tiny_model.parameters()).grad is not None
+    tiny_model.zero_grad()
+
+
 def test_stop_ids_include_end_of_turn(tiny_model, tiny_tokenizer):
     assert stop_token_ids(tiny_tokenizer, tiny_model) == [tiny_tokenizer.convert_tokens_to_ids("<|end|>"), tiny_tokenizer.eos_token_id]
 
